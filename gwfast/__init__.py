@@ -1,0 +1,3 @@
+"""gwfast: a high-performance, session-affine gateway for MCP servers."""
+
+__version__ = "0.1.0"

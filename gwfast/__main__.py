@@ -1,0 +1,3 @@
+from gwfast.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,48 @@
+"""Builds gwfast's native extensions; all metadata lives in pyproject.toml.
+
+Switches:
+  GWFAST_NO_EXTENSIONS=1   build nothing: a pure-Python install
+  GWFAST_DEBUG_BUILD=1     bounds checks on, no optimisation, line tracing
+  GWFAST_CYTHON_ALWAYS=1   re-cythonize even when the C files look fresh
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NATIVE = [
+    # hand-written scanner: pointer-level work
+    ("gwfast._native._headscan_c", "gwfast/_native/_headscan_c.pyx"),
+    # typed Python compiled as is (twin of ring_py.py, typed by _ring_c.pxd)
+    ("gwfast._native._ring_c", "gwfast/_native/_ring_c.py"),
+]
+
+
+def _extensions() -> list:
+    if _flag("GWFAST_NO_EXTENSIONS"):
+        return []
+    from Cython.Build import cythonize
+
+    debug = _flag("GWFAST_DEBUG_BUILD")
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": debug,
+        "initializedcheck": debug,
+        "linetrace": debug,
+    }
+    macros = [("CYTHON_TRACE", "1")] if debug else []
+    flags = ["-O0", "-g"] if debug else ["-O2"]
+    exts = [
+        Extension(name, [src], define_macros=macros, extra_compile_args=flags)
+        for name, src in NATIVE
+    ]
+    return cythonize(exts, compiler_directives=directives, force=_flag("GWFAST_CYTHON_ALWAYS"))
+
+
+setup(ext_modules=_extensions())
