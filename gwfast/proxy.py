@@ -1,0 +1,584 @@
+"""The client side of the hot path: read a request head, route it, relay it.
+
+One `ClientConnection` per client socket. It reads into a reused buffer (BufferedProtocol),
+lets the native scanner find the head and the offsets routing needs, answers errors itself,
+and otherwise writes a rebuilt head plus the untouched body bytes (memoryview slices of the
+read buffer) to a pooled upstream connection. `gwfast.upstream.Upstream` relays the answer.
+
+Invariants:
+- one request at a time per connection; bytes of a pipelined next request wait in the buffer;
+- a buffer slice handed to a transport that could not send it at once belongs to that
+  transport (uvloop queues the memoryview, it does not copy): the connection switches to a
+  fresh buffer instead of overwriting it;
+- every request that took an endpoint's `outstanding` slot gives it back exactly once
+  (`_end_request`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+
+from gwfast._native.headscan import HeadError, HeadScanner
+from gwfast.chunked import ChunkedReader, ChunkError
+from gwfast.errors import error_response, plain_response
+from gwfast.gateway import Gateway
+from gwfast.model import Backend, Endpoint
+from gwfast.upstream import BODY as UP_BODY
+from gwfast.upstream import Upstream
+
+log = logging.getLogger("gwfast")
+
+IDLE, HEAD, CONNECTING, FORWARD, CLOSED = range(5)
+P_BUFFER, P_UPSTREAM = 1, 2  # reasons to pause reading from the client
+ALLOW = (("Allow", "GET, POST, DELETE"),)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+HEALTHZ = plain_response(200, b'{"status":"ok"}')
+
+
+class ClientConnection(asyncio.BufferedProtocol):
+    __slots__ = (
+        "gw", "loop", "scanner", "size", "buf", "mv", "start", "end", "scan_pos", "state",
+        "transport", "peer", "xff_line", "upstream", "ep", "backend", "body_left", "chunks",
+        "request_done", "close_after", "session_token", "backend_sid", "paused", "deadline",
+        "timer", "timer_at", "sent_head", "connect_task", "method", "target_rest", "head_rest",
+    )
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+        self.loop = gw.loop
+        lim = gw.limits
+        self.scanner = HeadScanner(lim.max_headers, lim.max_header_bytes)
+        self.size = max(65536, 2 * lim.max_header_bytes)
+        self.buf = bytearray(self.size)
+        self.mv = memoryview(self.buf)
+        self.start = self.end = self.scan_pos = 0
+        self.state = IDLE
+        self.transport: asyncio.Transport | None = None
+        self.peer = b"unknown"
+        self.xff_line = b""
+        self.upstream: Upstream | None = None
+        self.ep: Endpoint | None = None
+        self.backend: Backend | None = None
+        self.body_left = 0
+        self.chunks: ChunkedReader | None = None
+        self.request_done = True
+        self.close_after = False
+        self.session_token: bytes | None = None
+        self.backend_sid: bytes | None = None
+        self.paused = 0
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.sent_head = False
+        self.connect_task: asyncio.Task | None = None
+        self.method = b""
+        self.target_rest = b""
+        self.head_rest = b""
+
+    # ------------------------------------------------------------------ transport events
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.gw.connections.add(self)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = peer[0].encode()
+        self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
+        self.transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[union-attr]
+        self._arm(self.loop.time() + self.gw.timeouts.idle)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = CLOSED
+        self.gw.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self._drop_upstream()  # the client left: the upstream request or stream ends now
+        self._end_request()
+
+    def eof_received(self) -> bool:
+        return False  # a half-closed client is treated as gone (and closed)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.end == len(self.buf):
+            self._make_room(force=True)
+        return self.mv[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.end += nbytes
+        if self.state == IDLE:
+            self.state = HEAD
+            self._arm(self.loop.time() + self.gw.timeouts.header_read)
+        self._process()
+
+    def pause_writing(self) -> None:  # the client reads slower than the endpoint writes
+        up = self.upstream
+        if up is not None and up.transport is not None:
+            up.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        up = self.upstream
+        if up is not None and up.transport is not None and not up.closed:
+            up.transport.resume_reading()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and self.state != CLOSED:
+                self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ request side
+    def _process(self) -> None:
+        while True:
+            st = self.state
+            if st == HEAD:
+                try:
+                    head_end = self.scanner.scan(self.buf, self.start, self.end)
+                except HeadError as e:
+                    self.fail(e.status, e.message)
+                    return
+                if head_end == 0:
+                    return
+                self._on_head(head_end)
+                if self.state == IDLE and self.start < self.end:
+                    self.state = HEAD  # a pipelined request follows an answered one
+                    continue
+                if self.state not in (CONNECTING, FORWARD):
+                    return
+            elif st not in (CONNECTING, FORWARD):
+                return
+            if not self.request_done:
+                self._body()
+            elif self.end - self.start > self.size // 2:
+                self.pause_reading(P_BUFFER)  # pipelined bytes pile up: wait
+            return
+
+    def _body(self) -> None:
+        if self.scan_pos < self.end:
+            if self.chunks is not None:
+                try:
+                    self.scan_pos = self.chunks.feed(self.buf, self.scan_pos, self.end)
+                except ChunkError as e:
+                    self.fail(400, f"malformed chunked request body: {e}")
+                    return
+                except OverflowError:
+                    self.fail(413, self._too_large())
+                    return
+                done = self.chunks.done
+            else:
+                n = min(self.body_left, self.end - self.scan_pos)
+                self.scan_pos += n
+                self.body_left -= n
+                done = self.body_left == 0
+            if done:
+                self.request_done = True
+        now = self.loop.time()
+        if self.state == FORWARD:
+            self._send_body()
+            if self.request_done and not self.sent_head:
+                self._arm(now + self.gw.timeouts.response_header)
+        if not self.request_done:
+            self._arm(now + self.gw.timeouts.body_read)
+        if self.end == len(self.buf):
+            self._make_room()
+
+    def _send_body(self) -> None:
+        up = self.upstream
+        if up is None or up.transport is None:
+            return
+        if self.start < self.scan_pos:
+            up.transport.write(self.mv[self.start:self.scan_pos])
+            self.start = self.scan_pos
+            if up.transport.get_write_buffer_size():
+                self._new_buffer()  # the transport holds a view of this one
+        if self.start == self.end:
+            self.start = self.end = self.scan_pos = 0
+            self.resume_reading(P_BUFFER)
+
+    def _new_buffer(self) -> None:
+        tail = self.mv[self.start:self.end]
+        buf = bytearray(self.size)
+        buf[: len(tail)] = tail
+        self.scan_pos -= self.start
+        self.end -= self.start
+        self.start = 0
+        self.buf = buf
+        self.mv = memoryview(buf)
+
+    def _make_room(self, force: bool = False) -> None:
+        if self.start > 0:
+            n = self.end - self.start
+            self.buf[:n] = self.mv[self.start:self.end]
+            self.scan_pos -= self.start
+            self.start, self.end = 0, n
+        elif force:  # read before a pause took effect: never hand out an empty buffer
+            self.size *= 2
+            self._new_buffer()
+        else:
+            self.pause_reading(P_BUFFER)
+
+    def _on_head(self, head_end: int) -> None:
+        sc = self.scanner
+        mv = self.mv
+        gw = self.gw
+        method = bytes(mv[sc.method_start:sc.method_end])
+        target = bytes(mv[sc.target_start:sc.target_end])
+        path, q, query = target.partition(b"?")
+        self.close_after = sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive)
+        self.start = self.scan_pos = head_end
+        self.chunks = None
+        self.body_left = 0
+        if sc.chunked:
+            self.chunks = ChunkedReader(gw.limits.max_body_bytes)
+        elif sc.content_length > 0:
+            self.body_left = sc.content_length
+        self.request_done = self.chunks is None and self.body_left == 0
+        if sc.host_start < 0:
+            if sc.http_minor == 1:
+                self.fail(400, "missing Host header (required by HTTP/1.1, RFC 9112 §3.2)")
+                return
+            host = b""
+        else:
+            host = bytes(mv[sc.host_start:sc.host_end])
+            allowed = gw.hosts.allows(host)
+            if allowed is None:
+                self.fail(400, "invalid Host header: expected host[:port]")
+                return
+            if not allowed:
+                self.fail(403, f"Host {host.decode('latin-1')!r} is not allowed: add it to "
+                               "allowed_hosts (DNS-rebinding protection)")
+                return
+        if sc.origin_start >= 0:
+            origin = bytes(mv[sc.origin_start:sc.origin_end])
+            if not gw.origins.allows(origin, host):
+                self.fail(403, f"Origin {origin.decode('latin-1')!r} is not allowed: add it "
+                               "to allowed_origins (DNS-rebinding protection)")
+                return
+        backend = gw.routes.get(path)
+        if backend is None:
+            self._local(method, path)
+            return
+        if method != b"POST" and method != b"GET" and method != b"DELETE":
+            self.fail(405, f"method {method.decode('latin-1')} is not allowed on an MCP "
+                           "endpoint: use POST, GET or DELETE", headers=ALLOW)
+            return
+        if sc.content_length > gw.limits.max_body_bytes:
+            self.fail(413, self._too_large())
+            return
+        if sc.expect_start >= 0 and not self.request_done:
+            if bytes(mv[sc.expect_start:sc.expect_end]).lower() == b"100-continue":
+                self.transport.write(CONTINUE)  # type: ignore[union-attr]
+        ep = None
+        self.session_token = self.backend_sid = None
+        if backend.session_affinity and sc.session_start >= 0:
+            token = bytes(mv[sc.session_start:sc.session_end])
+            opened = gw.sealer.open(backend.name_b, token)
+            if opened is None:
+                self.fail(404, "session not found: this Mcp-Session-Id was not issued by this "
+                               "gateway for this backend (or its key was retired); start a new "
+                               "session with initialize")
+                return
+            ep = backend.by_ident.get(opened[0])
+            if ep is None:
+                self.fail(404, "session not found: its endpoint is no longer configured; start "
+                               "a new session with initialize")
+                return
+            self.session_token, self.backend_sid = token, opened[1]
+        self.backend = backend
+        self.method = method
+        self.target_rest = (b"?" + query if q else b"") + b" HTTP/1.1\r\nHost: "
+        self.head_rest = self._head_rest(host)
+        if ep is None:
+            ep = self._choose(backend, None)
+            if ep is None:
+                self.fail(503, f"backend {backend.name!r} has no healthy endpoint; retry later")
+                return
+        self._dispatch(ep)
+
+    def _head_rest(self, host: bytes) -> bytes:
+        sc = self.scanner
+        mv = self.mv
+        parts: list = [mv[sc.kept_start(i):sc.kept_end(i)] for i in range(sc.n_kept)]
+        if sc.conn_other:
+            parts = [_drop_connection_listed(b"".join(parts),
+                                             self._header_value(b"connection") or b"")]
+        if self.backend_sid is not None:
+            parts += (b"Mcp-Session-Id: ", self.backend_sid, b"\r\n")
+        if sc.xff_start >= 0:
+            parts += (b"X-Forwarded-For: ", mv[sc.xff_start:sc.xff_end], b", ", self.peer,
+                      b"\r\n")
+        else:
+            parts.append(self.xff_line)
+        parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, b"\r\n\r\n")
+        return b"".join(parts)
+
+    def _header_value(self, name: bytes) -> bytes | None:
+        """Slow path: the first value of any header, found in the raw head."""
+        head = bytes(self.mv[self.scanner.method_start:self.start])
+        m = re.search(rb"\r\n" + re.escape(name) + rb"[ \t]*:[ \t]*([^\r]*)", head, re.I)
+        return m.group(1).strip() if m else None
+
+    def _choose(self, backend: Backend, exclude: set[int] | None) -> Endpoint | None:
+        if not backend.session_affinity:
+            return backend.pick_least_loaded(exclude)
+        key = None
+        if backend.placement_header is not None:
+            key = self._header_value(backend.placement_header)
+        # principal and tenant placement take their key from authentication (not yet
+        # configured): until then they place like random
+        return backend.place(key, exclude)
+
+    def _dispatch(self, ep: Endpoint) -> None:
+        self.ep = ep
+        ep.outstanding += 1
+        up = self.gw.pool.acquire(ep)
+        if up is not None:
+            self._attach(up)
+        else:
+            self.state = CONNECTING
+            self.connect_task = self.loop.create_task(self._connect())
+            if not self.request_done:
+                self._body()
+
+    async def _connect(self) -> None:
+        gw = self.gw
+        tried: set[int] = set()
+        while True:
+            ep = self.ep
+            assert ep is not None and self.backend is not None
+            try:
+                up = await gw.pool.connect(ep, gw.timeouts.connect)
+            except (TimeoutError, OSError) as e:
+                if self.state == CLOSED:
+                    return
+                why = "timed out" if isinstance(e, asyncio.TimeoutError) else (
+                    e.strerror or str(e))
+                if ep.healthy:
+                    log.warning("endpoint %s ejected: connect failed (%s)", ep.url, why)
+                    self.backend.set_health(ep, False)  # passive check; active checks restore
+                self._end_request()
+                if self.session_token is not None:
+                    self.fail(404, "session not found: its endpoint is unavailable; start a new "
+                                   "session with initialize")
+                    return
+                tried.add(ep.index)
+                nxt = self._choose(self.backend, tried)
+                if nxt is None:
+                    self.fail(502, f"could not connect to any endpoint of backend "
+                                   f"{self.backend.name!r} (last: {why})")
+                    return
+                self.ep = nxt
+                nxt.outstanding += 1
+                continue
+            finally:
+                self.connect_task = None
+            if self.state == CLOSED:
+                up.close()
+                return
+            self._attach(up)
+            return
+
+    def _attach(self, up: Upstream) -> None:
+        ep = self.ep
+        assert ep is not None and up.transport is not None
+        self.state = FORWARD
+        self.upstream = up
+        self.sent_head = False
+        up.begin(self, no_body=False)
+        up.transport.write(b"".join((self.method, b" ", ep.path, self.target_rest,
+                                     ep.authority, b"\r\n", self.head_rest)))
+        self._body()
+
+    def _local(self, method: bytes, path: bytes) -> None:
+        """Routes the gateway answers itself."""
+        if path == b"/healthz" or path == b"/readyz":
+            if method != b"GET" and method != b"HEAD":
+                self.fail(405, "use GET", headers=(("Allow", "GET, HEAD"),))
+                return
+            if path == b"/readyz" and not (self.gw.ready and self.gw.any_healthy()):
+                self.fail(503, "not ready: no healthy endpoint yet", close=False)
+                return
+            self._answer(HEALTHZ if path == b"/healthz" else
+                         plain_response(200, b'{"status":"ready"}'))
+            return
+        name = path.split(b"/")[1].decode("latin-1") if path.count(b"/") >= 2 else ""
+        if path.endswith(b"/mcp") and name:
+            self.fail(404, f"unknown backend {name!r}: use /{{backend}}/mcp with a configured "
+                           "backend")
+        else:
+            self.fail(404, "no route for this path: MCP backends are served at /{backend}/mcp")
+
+    def _answer(self, response: bytes) -> None:
+        if not self.request_done:  # a body we did not read: drop the connection after
+            self.close_after = True
+        self.transport.write(response)  # type: ignore[union-attr]
+        self._request_finished()
+
+    # ------------------------------------------------------------------ response side
+    def upstream_activity(self) -> None:
+        self.deadline = self.loop.time() + self.gw.timeouts.upstream_read
+
+    def session_for_client(self, value: bytes) -> bytes:
+        backend = self.backend
+        if backend is None or not backend.session_affinity or self.ep is None:
+            return value
+        if value == self.backend_sid and self.session_token is not None:
+            return self.session_token
+        return self.gw.sealer.seal(backend.name_b, self.ep.ident, value)
+
+    def response_head(self, up: Upstream, head: bytes, status: int) -> None:
+        self.sent_head = True
+        self._arm(self.loop.time() + self.gw.timeouts.upstream_read)
+        self.transport.write(head)  # type: ignore[union-attr]
+
+    def write_upstream(self, data: bytes) -> None:
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def response_done(self, up: Upstream, *, reusable: bool) -> None:
+        self.upstream = None
+        if reusable and self.request_done:
+            self.gw.pool.release(up)
+        else:
+            up.close()
+            if not self.request_done:  # the endpoint answered before the body ended
+                self.close_after = True
+        self._end_request()
+        self._request_finished()
+
+    def upstream_failed(self, up: Upstream, why: str, up_state: int) -> None:
+        self.upstream = None
+        self._end_request()
+        if self.state == CLOSED:
+            return
+        if up_state == UP_BODY or self.sent_head:
+            # the head is out: closing without the final chunk is how the client learns
+            # that the body is incomplete
+            self._close()
+        else:
+            self.fail(502, f"bad gateway: {why} before answering")
+
+    # ------------------------------------------------------------------ endings
+    def _request_finished(self) -> None:
+        self.sent_head = False
+        self.session_token = self.backend_sid = None
+        if self.state == CLOSED:
+            return
+        if self.close_after:
+            self._close()
+            return
+        self.state = IDLE
+        self._arm(self.loop.time() + self.gw.timeouts.idle)
+        if self.start == self.end:
+            self.start = self.end = self.scan_pos = 0
+        self.resume_reading(P_BUFFER | P_UPSTREAM)
+        if self.start < self.end:
+            self.state = HEAD
+            self._arm(self.loop.time() + self.gw.timeouts.header_read)
+            self.loop.call_soon(self._process)
+
+    def _end_request(self) -> None:
+        ep = self.ep
+        if ep is not None:
+            ep.outstanding -= 1
+            self.ep = None
+
+    def _drop_upstream(self) -> None:
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.close()
+        task = self.connect_task
+        if task is not None:
+            self.connect_task = None
+            task.cancel()
+
+    def _close(self) -> None:
+        self.state = CLOSED
+        self._drop_upstream()
+        self._end_request()
+        if self.transport is not None:
+            self.transport.close()
+
+    def fail(self, status: int, message: str, *, close: bool | None = None,
+             headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """Answer an error the gateway found itself. The connection is closed after framing
+        errors and timeouts (the byte stream can no longer be trusted) and whenever part of
+        the request body is still unread; otherwise it stays open for the next request."""
+        if close is None:
+            close = status in (400, 408, 413, 431)
+        self._drop_upstream()
+        self._end_request()
+        if self.state == CLOSED or self.transport is None:
+            return
+        if self.sent_head:
+            self._close()
+            return
+        close = close or not self.request_done or self.close_after
+        self.transport.write(error_response(status, message, close=close, headers=headers))
+        if close:
+            self._close()
+        else:
+            self._request_finished()
+
+    def _too_large(self) -> str:
+        return (f"request body over the limit of {self.gw.limits.max_body_bytes} bytes "
+                "(limits.max_body_bytes)")
+
+    # ------------------------------------------------------------------ timers
+    def _arm(self, deadline: float) -> None:
+        """One timer per connection; moving the deadline later costs no reschedule."""
+        self.deadline = deadline
+        if self.timer is None or deadline < self.timer_at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = deadline
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        if self.state == CLOSED:
+            return
+        if self.loop.time() < self.deadline:
+            self.timer_at = self.deadline
+            self.timer = self.loop.call_at(self.deadline, self._on_timer)
+            return
+        t = self.gw.timeouts
+        st = self.state
+        if st == IDLE:
+            self._close()
+        elif st == HEAD:
+            self.fail(408, f"request head not complete within {t.header_read:g}s "
+                           "(timeouts.header_read)")
+        elif not self.request_done:
+            self.fail(408, f"request body stalled for over {t.body_read:g}s "
+                           "(timeouts.body_read)")
+        elif st == CONNECTING:
+            self._arm(self.loop.time() + t.connect)  # the connect attempt has its own limit
+        elif not self.sent_head:
+            self.fail(504, f"the endpoint sent no response within {t.response_header:g}s "
+                           "(timeouts.response_header)")
+        else:
+            log.info("closing a response silent for over %gs (timeouts.upstream_read)",
+                     t.upstream_read)
+            self._close()
+
+
+def _drop_connection_listed(lines: bytes, connection: bytes) -> bytes:
+    """RFC 9110 §7.6.1: also drop the fields that Connection names."""
+    names = {t.strip().lower() for t in connection.split(b",") if t.strip()}
+    out = []
+    for line in lines.split(b"\r\n"):
+        if line and line.split(b":", 1)[0].strip().lower() in names:
+            continue
+        out.append(line)
+    return b"\r\n".join(out)

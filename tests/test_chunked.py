@@ -1,0 +1,33 @@
+"""Chunked request framing validation (RFC 9112 §7.1), whole and byte at a time."""
+
+import pytest
+
+from gwfast.chunked import ChunkedReader, ChunkError
+
+GOOD = [b"5\r\nhello\r\n0\r\n\r\n", b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
+        b"0\r\nTrailer-Field: x\r\n\r\n"]
+BAD = [b"x\r\n", b"5\r\nhelloX\r\n", b"5\nhello\r\n", b"5\r\nhello\n0\r\n\r\n",
+       b"1" * 20 + b"\r\n", b"-5\r\nhello\r\n", b"5;\x00\r\nhello\r\n", b"\r\n",
+       b"0\r\nbad trailer\r\n\r\n", b"5\r\r\nhello\r\n"]
+
+
+@pytest.mark.parametrize("body", GOOD)
+def test_good_whole_and_bytewise(body):
+    r = ChunkedReader(1000)
+    assert r.feed(body + b"NEXT", 0, len(body) + 4) == len(body) and r.done
+    r = ChunkedReader(1000)
+    for i in range(len(body)):
+        assert not r.done
+        r.feed(body, i, i + 1)
+    assert r.done
+
+
+@pytest.mark.parametrize("body", BAD)
+def test_bad_framing_is_refused(body):
+    with pytest.raises(ChunkError):
+        ChunkedReader(10**9).feed(body, 0, len(body))
+
+
+def test_body_limit():
+    with pytest.raises(OverflowError):
+        ChunkedReader(4).feed(b"5\r\nhello\r\n", 0, 10)
