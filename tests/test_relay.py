@@ -1,0 +1,141 @@
+"""Relay behaviour against a scripted upstream: what is forwarded, and when.
+
+The scripted endpoint controls when each byte leaves it, so these tests can show that SSE
+events pass through one by one (no buffering), that a close-delimited body is re-framed,
+and exactly which request headers reach the endpoint.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from gwfast._testbase.scripted import ScriptedUpstream
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _cfg(url: str, **hc) -> dict:
+    return {"endpoints": [url], "health_check": {"path": "/healthz", "interval": "1s", **hc}}
+
+
+def _request(port: int, head: bytes, body: bytes = b"") -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(head + body)
+    return s
+
+
+def _read_until(s: socket.socket, marker: bytes, limit: float = 10.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + limit
+    while marker not in data:
+        assert time.monotonic() < deadline, f"{marker!r} not received; got {data!r}"
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+POST = (b"POST /relay/mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\nConnection: keep-alive, X-Drop\r\n"
+        b"X-Drop: secret\r\nKeep-Alive: timeout=5\r\nX-Custom: kept\r\n")
+
+
+@pytest.fixture
+def sse_gate():
+    return threading.Event()
+
+
+def test_sse_events_are_relayed_one_at_a_time(gateway_factory, sse_gate):
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        ev = b"event: message\ndata: one\n\n"
+        conn.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
+        assert sse_gate.wait(10)  # the second event waits for the client to see the first
+        ev = b"event: message\ndata: two\n\n"
+        conn.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(ev), ev))
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url)})
+    s = _request(gw.port, POST + b"Content-Length: 2\r\n\r\n", b"{}")
+    first = _read_until(s, b"data: one")
+    assert b"data: two" not in first
+    sse_gate.set()
+    rest = _read_until(s, b"0\r\n\r\n")
+    assert b"data: two" in rest
+    # what reached the endpoint: path rewritten, hop-by-hop and Connection-listed fields
+    # removed, X-Forwarded-* added, end-to-end fields kept
+    fwd = up.requests[-1]
+    assert fwd.startswith(b"POST /mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % up.port)
+    low = fwd.lower()
+    assert b"x-drop" not in low and b"keep-alive" not in low and b"connection:" not in low
+    assert b"x-custom: kept" in low and b"content-length: 2" in low
+    assert b"x-forwarded-for: 127.0.0.1" in low and b"x-forwarded-host: 127.0.0.1" in low
+    s.close()
+    up.close()
+
+
+def test_close_delimited_body_is_rechunked_and_connection_kept(gateway_factory):
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Connection: close\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}")
+        return False  # close: the body ends here
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url)})
+    s = _request(gw.port, POST + b"Content-Length: 2\r\n\r\n", b"{}")
+    data = _read_until(s, b"0\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head.lower()
+    assert b"connection: close" not in head.lower()
+    payload = b'{"jsonrpc":"2.0","id":1,"result":{}}'
+    assert body == b"%x\r\n%s\r\n0\r\n\r\n" % (len(payload), payload)
+    # the client connection is still usable
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert b"200 OK" in _read_until(s, b'"ok"}')
+    s.close()
+    up.close()
+
+
+def test_expect_100_continue_is_answered_by_the_gateway(gateway_factory):
+    def handler(conn: socket.socket, head: bytes):
+        body = b'{"ok":true}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url)})
+    s = _request(gw.port, POST + b"Content-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    assert _read_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    s.sendall(b"{}")
+    assert b'{"ok":true}' in _read_until(s, b'{"ok":true}')
+    assert b"expect" not in up.requests[-1].lower()
+    s.close()
+    up.close()
+
+
+def test_chunked_request_body_is_relayed_with_its_framing(gateway_factory):
+    got = []
+
+    def handler(conn: socket.socket, head: bytes):
+        # the scripted upstream does not de-chunk: read what follows the head
+        data = up.pending
+        while not data.endswith(b"0\r\n\r\n"):
+            data += conn.recv(65536)
+        got.append(data)
+        conn.sendall(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url)})
+    s = _request(gw.port, POST + b"Transfer-Encoding: chunked\r\n\r\n")
+    for part in (b"2\r\n{}", b"\r\n", b"0\r\n\r\n"):
+        s.sendall(part)
+        time.sleep(0.05)
+    assert b"202 Accepted" in _read_until(s, b"\r\n\r\n")
+    assert got == [b"2\r\n{}\r\n0\r\n\r\n"]
+    s.close()
+    up.close()
