@@ -163,17 +163,19 @@ class ClientConnection(asyncio.BufferedProtocol):
                 self.pause_reading(P_BUFFER)  # pipelined bytes pile up: wait
             return
 
-    def _body(self) -> None:
-        if self.scan_pos < self.end:
+    def _advance(self) -> bool:
+        """Take in the body bytes that arrived (validating chunked framing); False when the
+        request failed."""
+        if self.scan_pos < self.end and not self.request_done:
             if self.chunks is not None:
                 try:
                     self.scan_pos = self.chunks.feed(self.buf, self.scan_pos, self.end)
                 except ChunkError as e:
                     self.fail(400, f"malformed chunked request body: {e}")
-                    return
+                    return False
                 except OverflowError:
                     self.fail(413, self._too_large())
-                    return
+                    return False
                 done = self.chunks.done
             else:
                 n = min(self.body_left, self.end - self.scan_pos)
@@ -182,6 +184,11 @@ class ClientConnection(asyncio.BufferedProtocol):
                 done = self.body_left == 0
             if done:
                 self.request_done = True
+        return True
+
+    def _body(self) -> None:
+        if not self._advance():
+            return
         now = self.loop.time()
         if self.state == FORWARD:
             self._send_body()
@@ -192,15 +199,23 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.end == len(self.buf):
             self._make_room()
 
-    def _send_body(self) -> None:
+    def _send_body(self, head: bytes | None = None) -> None:
+        """Write the validated body bytes (after `head`, in one writev) as a view of the read
+        buffer."""
         up = self.upstream
         if up is None or up.transport is None:
             return
         if self.start < self.scan_pos:
-            up.transport.write(self.mv[self.start:self.scan_pos])
+            body = self.mv[self.start:self.scan_pos]
+            if head is None:
+                up.transport.write(body)
+            else:
+                up.transport.writelines((head, body))
             self.start = self.scan_pos
             if up.transport.get_write_buffer_size():
                 self._new_buffer()  # the transport holds a view of this one
+        elif head is not None:
+            up.transport.write(head)
         if self.start == self.end:
             self.start = self.end = self.scan_pos = 0
             self.resume_reading(P_BUFFER)
@@ -395,8 +410,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.upstream = up
         self.sent_head = False
         up.begin(self, no_body=False)
-        up.transport.write(b"".join((self.method, b" ", ep.path, self.target_rest,
-                                     ep.authority, b"\r\n", self.head_rest)))
+        if not self._advance():
+            return
+        self._send_body(b"".join((self.method, b" ", ep.path, self.target_rest, ep.authority,
+                                  b"\r\n", self.head_rest)))
         self._body()
 
     def _local(self, method: bytes, path: bytes) -> None:
@@ -436,10 +453,14 @@ class ClientConnection(asyncio.BufferedProtocol):
             return self.session_token
         return self.gw.sealer.seal(backend.name_b, self.ep.ident, value)
 
-    def response_head(self, up: Upstream, head: bytes, status: int) -> None:
+    def response_head(self, head: bytes, body) -> None:
+        """The response head (and the body bytes that came with it, in one writev)."""
         self.sent_head = True
         self._arm(self.loop.time() + self.gw.timeouts.upstream_read)
-        self.transport.write(head)  # type: ignore[union-attr]
+        if body is None:
+            self.transport.write(head)  # type: ignore[union-attr]
+        else:
+            self.transport.writelines((head, body))  # type: ignore[union-attr]
 
     def write_upstream(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]

@@ -151,13 +151,20 @@ class Upstream(asyncio.Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         head = self._client_head(client, data, status)
         self.state = BODY
-        client.response_head(self, head, status)
-        if self.client is None:
-            return
-        if self.complete:
+        body = None
+        if len(data) > end:
+            body = memoryview(data)[end:]
+            if self.reframe:
+                body = b"%x\r\n%b\r\n" % (len(body), body)
+            else:
+                try:
+                    self.parser.feed_data(body)
+                except httptools.HttpParserError as e:
+                    self._bad(client, f"the endpoint sent malformed body framing ({e})")
+                    return
+        client.response_head(head, body)
+        if self.complete and self.client is not None:
             self._finish(client)
-        elif len(data) > end:
-            self._body(client, data[end:])
 
     def _client_head(self, client: ClientConnection, data: bytes, status: int) -> bytes:
         line_end = data.find(b"\r\n") + 2
