@@ -1,0 +1,144 @@
+"""The targets of a load run: the backend directly, gwfast, nginx and haproxy.
+
+Each proxy gets the configuration a careful operator would write for session-affine MCP
+routing, so the comparison is with the peers at their best, not at their defaults:
+- nginx: ``hash $http_mcp_session_id consistent``, upstream keepalive, HTTP/1.1 upstream,
+  ``proxy_buffering off`` (SSE), and keepalive_requests raised so wrk's connections are not
+  closed every 1000 requests (gwfast and haproxy have no such limit);
+- haproxy: ``balance hdr(Mcp-Session-Id)`` with consistent hashing and ``http-reuse always``;
+- gwfast: one worker, ``affinity: session``, sealed session ids.
+All listen on 127.0.0.1 and run one worker (process or thread).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .procs import Child, Children, free_port, wait_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Target:
+    """Something wrk can load: a URL, and the process whose CPU time is the proxy's cost."""
+
+    name: str
+    url: str
+    proc: Child | None  # None for the backend itself
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+master_process on;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    keepalive_requests 100000000;
+    keepalive_timeout 120s;
+    client_body_buffer_size 64k;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    upstream mcp {{
+        hash $http_mcp_session_id consistent;
+        server 127.0.0.1:{backend};
+        keepalive 64;
+        keepalive_requests 100000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://mcp;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 120s;
+        }}
+    }}
+}}
+"""
+
+HAPROXY_CFG = """\
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    timeout http-keep-alive 120s
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend mcp
+backend mcp
+    balance hdr(Mcp-Session-Id)
+    hash-type consistent
+    http-reuse always
+    server s1 127.0.0.1:{backend} maxconn 1000
+"""
+
+GWFAST_YAML = """\
+listen: 127.0.0.1:{port}
+workers: 1
+session_keys: [{key}]
+backends:
+  bench:
+    affinity: session
+    health_check: {{path: /healthz, interval: 5s}}
+    endpoints: [http://127.0.0.1:{backend}/mcp]
+"""
+
+
+def start_backend(children: Children, workdir: Path, *, cpus: set[int]) -> tuple[Child, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.load.fast_backend", "--port", str(port)]
+    child = children.start("backend", argv, cpus=cpus, log=workdir / "backend.log", cwd=REPO)
+    wait_port(port, proc=child.popen)
+    return child, port
+
+
+def start_nginx(
+    children: Children, workdir: Path, nginx: str, backend: int, *, cpus: set[int]
+) -> Target:
+    port, d = free_port(), workdir / "nginx"
+    d.mkdir(exist_ok=True)
+    (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port, backend=backend))
+    argv = [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
+    child = children.start("nginx", argv, cpus=cpus, log=d / "stdout.log")
+    wait_port(port, proc=child.popen)
+    return Target("nginx", f"http://127.0.0.1:{port}/mcp", child)
+
+
+def start_haproxy(
+    children: Children, workdir: Path, haproxy: str, backend: int, *, cpus: set[int]
+) -> Target:
+    port, cfg = free_port(), workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(port=port, backend=backend))
+    argv = [haproxy, "-db", "-f", str(cfg)]
+    child = children.start("haproxy", argv, cpus=cpus, log=workdir / "haproxy.log")
+    wait_port(port, proc=child.popen)
+    return Target("haproxy", f"http://127.0.0.1:{port}/mcp", child)
+
+
+def start_gwfast(
+    children: Children, workdir: Path, backend: int, *, cpus: set[int], timeout: float = 20.0
+) -> Target:
+    port, cfg = free_port(), workdir / "gwfast.yaml"
+    key = base64.b64encode(os.urandom(32)).decode()
+    cfg.write_text(GWFAST_YAML.format(port=port, backend=backend, key=key))
+    argv = [sys.executable, "-m", "gwfast", "proxy", "--config", str(cfg)]
+    child = children.start("gwfast", argv, cpus=cpus, log=workdir / "gwfast.log", cwd=REPO)
+    try:
+        wait_port(port, proc=child.popen, timeout=timeout)
+    except (RuntimeError, TimeoutError) as exc:
+        raise RuntimeError(f"gwfast did not start: {exc}\n{child.tail()}") from None
+    return Target("gwfast", f"http://127.0.0.1:{port}/bench/mcp", child)

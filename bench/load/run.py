@@ -1,0 +1,285 @@
+"""The load driver: gwfast beside nginx and haproxy in one run, reported as ratios.
+
+    python -m bench.load.run --duration 10 --rounds 3
+
+Starts the fast backend, then every proxy in front of it, opens sessions through each,
+checks each routes JSON, SSE and DELETE right, and runs the same wrk workload against each
+target, alternating targets inside every round (the order rotates each round) so slow drift
+of the machine hits all targets alike. Three pinnings (see README.md): one-core, proxy-core
+(with the proxy's CPU time per request) and 1-connection latency. Prints one table of medians
+and writes it, with every run, to bench/results/<date>.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import proxies
+from .mcp_client import check_target, open_sessions
+from .procs import Children
+from .report import SCHEMES, Results, Sample
+from .tools import ensure_tools, versions
+from .wrk import run_wrk
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+TARGETS = ("direct", "gwfast", "nginx", "haproxy")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.load.run", description=__doc__)
+    ap.add_argument("--duration", type=float, default=10, help="seconds per wrk run (10)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds; medians are over them (3)")
+    ap.add_argument("--connections", type=int, default=32, help="wrk connections (32)")
+    ap.add_argument("--sessions", type=int, default=64, help="sessions per target (64)")
+    ap.add_argument(
+        "--workload",
+        choices=("sticky", "sticky-sse"),
+        default="sticky",
+        help="sticky: JSON tools/call; sticky-sse: SSE answers of --events events",
+    )
+    ap.add_argument("--events", type=int, default=10, help="events per SSE answer (10)")
+    ap.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    ap.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated subset")
+    ap.add_argument("--load-cpu", type=int, default=0, help="CPU of wrk and backend (0)")
+    ap.add_argument("--proxy-cpu", type=int, default=1, help="CPU of the proxy (1)")
+    ap.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
+    ap.add_argument("--no-install", action="store_true", help="never apt-get missing tools")
+    ap.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    return ap.parse_args(argv)
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=proxies.REPO
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "gwfast"], capture_output=True, text=True, cwd=proxies.REPO
+    ).stdout.strip()
+    load1, load5, _ = os.getloadavg()
+    return {
+        "cpus": str(os.cpu_count()),
+        "cpu model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "gwfast commit": (rev or "?") + (" + uncommitted changes" if dirty else ""),
+        "load average at start (1, 5 min)": f"{load1:.2f}, {load5:.2f}",
+        "GWFAST_NO_EXTENSIONS": os.environ.get("GWFAST_NO_EXTENSIONS", "unset"),
+    }
+
+
+def start_targets(
+    children: Children,
+    workdir: Path,
+    paths: dict[str, str],
+    backend: int,
+    names: list[str],
+    cpus: set[int],
+) -> tuple[list[proxies.Target], list[str]]:
+    """Start the proxies; one that fails is reported and left out, not fatal."""
+    targets, skipped = [], []
+    for name in names:
+        try:
+            if name == "direct":
+                targets.append(proxies.Target("direct", f"http://127.0.0.1:{backend}/mcp", None))
+            elif name == "nginx":
+                targets.append(
+                    proxies.start_nginx(children, workdir, paths["nginx"], backend, cpus=cpus)
+                )
+            elif name == "haproxy":
+                targets.append(
+                    proxies.start_haproxy(children, workdir, paths["haproxy"], backend, cpus=cpus)
+                )
+            elif name == "gwfast":
+                targets.append(proxies.start_gwfast(children, workdir, backend, cpus=cpus))
+            else:
+                raise ValueError(f"unknown target {name!r}")
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            skipped.append(f"{name}: {exc}")
+            print(f"!! {name} left out: {exc}", file=sys.stderr)
+    return targets, skipped
+
+
+def prepare(target: proxies.Target, workdir: Path, args: argparse.Namespace) -> Path:
+    """Open sessions through target (retrying while it becomes ready), check it, save the ids."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            sessions = open_sessions(target.url, args.sessions)
+            break
+        except (RuntimeError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cannot open sessions: {exc}") from None
+            time.sleep(0.5)
+    check_target(target.url, sessions, events=args.events)
+    path = workdir / f"sessions-{target.name}.txt"
+    path.write_text("\n".join(sessions) + "\n")
+    return path
+
+
+def measure(
+    target: proxies.Target,
+    backend,
+    sessions: Path,
+    scheme: str,
+    rnd: int,
+    args: argparse.Namespace,
+    wrk: str,
+    duration: float,
+) -> Sample:
+    load, proxy_cpu = {args.load_cpu}, {args.proxy_cpu}
+    backend.pin(load)
+    if target.proc is not None:
+        target.proc.pin(proxy_cpu if scheme == "proxy-core" else load)
+    conns = 1 if scheme == "latency" else args.connections
+    before = (target.proc.cpu_seconds() if target.proc else 0.0, backend.cpu_seconds())
+    tool = "stream" if args.workload == "sticky-sse" else "echo"
+    res = run_wrk(
+        wrk,
+        target.url,
+        sessions,
+        cpus=load,
+        duration=duration,
+        connections=conns,
+        tool=tool,
+        events=args.events,
+    )
+    after = (target.proc.cpu_seconds() if target.proc else 0.0, backend.cpu_seconds())
+    per_req = 1e6 / max(res.requests, 1)
+    return Sample(
+        round=rnd,
+        scheme=scheme,
+        target=target.name,
+        rps=res.rps,
+        p50_us=res.p50_us,
+        p99_us=res.p99_us,
+        requests=res.requests,
+        non2xx=res.non2xx,
+        socket_errors=res.socket_errors,
+        proxy_cpu_us=(after[0] - before[0]) * per_req if target.proc else None,
+        backend_cpu_us=(after[1] - before[1]) * per_req,
+    )
+
+
+def run(args: argparse.Namespace, workdir: Path) -> tuple[Results, list[str], dict[str, str]]:
+    paths = ensure_tools(install=not args.no_install)
+    info = {**machine(), **versions(paths)}
+    schemes = [s for s in args.schemes.split(",") if s]
+    load = {args.load_cpu}
+    with Children() as children:
+        backend, port = proxies.start_backend(children, workdir, cpus=load)
+        names = [t for t in args.targets.split(",") if t]
+        targets, skipped = start_targets(children, workdir, paths, port, names, load)
+        sessions: dict[str, Path] = {}
+        for t in list(targets):
+            try:
+                sessions[t.name] = prepare(t, workdir, args)
+            except (AssertionError, RuntimeError, OSError) as exc:
+                skipped.append(f"{t.name}: failed the routing check: {exc}")
+                print(f"!! {t.name} left out, failed the routing check: {exc}", file=sys.stderr)
+                targets.remove(t)
+        for t in targets:
+            if t.name == "gwfast" and t.proc is not None:
+                info["gwfast started"] = _started_line(t.proc.log)
+        results = Results([t.name for t in targets])
+        if args.warmup > 0:
+            for t in targets:
+                measure(
+                    t, backend, sessions[t.name], "one-core", 0, args, paths["wrk"], args.warmup
+                )
+        for rnd in range(1, args.rounds + 1):
+            shift = (rnd - 1) % max(len(targets), 1)
+            order = targets[shift:] + targets[:shift]
+            for scheme in schemes:
+                for t in order:
+                    s = measure(
+                        t, backend, sessions[t.name], scheme, rnd, args, paths["wrk"], args.duration
+                    )
+                    results.add(s)
+                    flag = "" if not (s.non2xx or s.socket_errors) else "  <-- ERRORS"
+                    print(
+                        f"round {rnd} {scheme:>10} {t.name:>8}: {s.rps:>10,.0f} req/s "
+                        f"p50 {s.p50_us:,.0f}µs p99 {s.p99_us:,.0f}µs "
+                        f"non-2xx {s.non2xx} socket errors {s.socket_errors}{flag}",
+                        flush=True,
+                    )
+    return results, skipped, info
+
+
+def _started_line(log: Path) -> str:
+    """gwfast's own start-up line, which says whether the compiled twins loaded."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    found = [ln for ln in lines if "serving on" in ln or "native" in ln]
+    return found[-1].split(" gwfast: ", 1)[-1] if found else "?"
+
+
+def markdown(
+    results: Results,
+    skipped: list[str],
+    info: dict[str, str],
+    args: argparse.Namespace,
+    started: datetime.datetime,
+) -> str:
+    lines = [
+        f"# gwfast load run, {started:%Y-%m-%d %H:%M} UTC",
+        "",
+        *(f"- {k}: {v}" for k, v in info.items()),
+        f"- workload: {args.workload}, {args.sessions} sessions per target, "
+        f"{args.connections} connections, {args.duration:g} s × {args.rounds} rounds",
+        f"- pinning: load CPU {args.load_cpu}, proxy CPU {args.proxy_cpu}; "
+        + "; ".join(f"{k}: {v}" for k, v in SCHEMES.items()),
+        *(f"- left out: {s}" for s in skipped),
+        "",
+        "## Medians over rounds",
+        "",
+        results.summary(),
+        "",
+        "## Every run",
+        "",
+        results.runs(),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = datetime.datetime.now(datetime.UTC)
+    workdir = Path(tempfile.mkdtemp(prefix="gwfast-load-"))
+    try:
+        results, skipped, info = run(args, workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every server was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        else:
+            print(f"work dir kept: {workdir}")
+    text = markdown(results, skipped, info, args, started)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{started:%Y-%m-%d-%H%M%S}.md"
+    out.write_text(text)
+    print()
+    print(results.summary())
+    print(f"\nwritten to {out}; paste the table and its header lines into bench/RESULTS.md")
+    if results.errors():
+        print(f"!! {results.errors()} errors (non-2xx or socket): see the runs in {out}")
+        return 1
+    return 1 if skipped else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
