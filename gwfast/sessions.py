@@ -26,6 +26,10 @@ IDENT_LEN = 8
 _AAD_PREFIX = b"gwfast-session-v1\x00"
 _OVERHEAD = 1 + 4 + 12 + 16
 MAX_TOKEN_LEN = 1024  # longer ids are refused before any decoding work
+# Opened ids are remembered so the hot path decrypts a session's id once, not per request.
+# Only ids that opened are cached (forged ones cannot fill it); at the bound it is emptied,
+# which costs one decryption per live session, never a wrong answer.
+CACHE_MAX = 16384
 
 
 def key_id(key: bytes) -> bytes:
@@ -35,7 +39,7 @@ def key_id(key: bytes) -> bytes:
 class SessionSealer:
     """Seal and open session ids with a key ring (first key seals, all open)."""
 
-    __slots__ = ("_seal_id", "_seal", "_open")
+    __slots__ = ("_seal_id", "_seal", "_open", "_cache")
 
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
@@ -45,6 +49,7 @@ class SessionSealer:
                 raise ValueError("session keys are 32 raw bytes")
         self._seal_id = key_id(keys[0])
         self._seal = AESGCM(keys[0])
+        self._cache: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
         self._open: dict[bytes, list[AESGCM]] = {}
         for k in keys:  # two keys may share a 4-byte id: try each
             self._open.setdefault(key_id(k), []).append(AESGCM(k))
@@ -57,6 +62,9 @@ class SessionSealer:
 
     def open(self, backend: bytes, token: bytes) -> tuple[bytes, bytes] | None:
         """(endpoint identity, backend session id), or None for anything that does not open."""
+        hit = self._cache.get((backend, token))
+        if hit is not None:
+            return hit
         if len(token) > MAX_TOKEN_LEN:
             return None
         try:
@@ -74,5 +82,9 @@ class SessionSealer:
                 pt = c.decrypt(nonce, ct, aad)
             except InvalidTag:
                 continue
-            return pt[:IDENT_LEN], pt[IDENT_LEN:]
+            opened = pt[:IDENT_LEN], pt[IDENT_LEN:]
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[(backend, token)] = opened
+            return opened
         return None

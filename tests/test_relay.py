@@ -139,3 +139,51 @@ def test_chunked_request_body_is_relayed_with_its_framing(gateway_factory):
     assert got == [b"2\r\n{}\r\n0\r\n\r\n"]
     s.close()
     up.close()
+
+
+def test_upstream_connections_are_pooled_and_reused(gateway_factory):
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\n\r\n{}")
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url, interval="60s")})
+    for _ in range(3):  # three client connections, one request each, one after another
+        s = _request(gw.port, POST + b"Content-Length: 2\r\n\r\n", b"{}")
+        _read_until(s, b"{}")
+        s.close()
+    s = _request(gw.port, b"")
+    for _ in range(5):  # and five on one keep-alive client connection
+        s.sendall(POST + b"Content-Length: 2\r\n\r\n{}")
+        _read_until(s, b"\r\n\r\n{}")
+    s.close()
+    posts = [h for h in up.requests if h.startswith(b"POST")]
+    assert len(posts) == 8
+    assert up.accepted - 1 == 1  # one connection for the health check, one for all requests
+    up.close()
+
+
+def test_client_leaving_closes_the_upstream_stream_at_once(gateway_factory):
+    closed = threading.Event()
+
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        ev = b"data: tick\n\n"
+        try:
+            for _ in range(200):  # a stream that would run for 20 s
+                conn.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
+                time.sleep(0.1)
+        except OSError:
+            closed.set()
+            return False
+        return False
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url, interval="60s")})
+    s = _request(gw.port, b"GET /relay/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Accept: text/event-stream\r\n\r\n")
+    _read_until(s, b"data: tick")
+    s.close()
+    assert closed.wait(5), "the upstream stream was still open 5 s after the client left"
+    up.close()

@@ -25,6 +25,7 @@ class ScriptedUpstream:
         self.port = self.sock.getsockname()[1]
         self.requests: list[bytes] = []
         self.open_conns = 0
+        self.accepted = 0
         self.pending = b""
         self._stop = False
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -40,6 +41,7 @@ class ScriptedUpstream:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
