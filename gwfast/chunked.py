@@ -13,6 +13,9 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 # quoted strings; refuse CTLs, which is what matters for smuggling
 _EXT_OK = frozenset(range(0x20, 0x7F)) | {0x09} | frozenset(range(0x80, 0x100))
 MAX_LINE = 4096
+_NOT_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host", b"connection",
+                           b"te", b"trailer", b"upgrade", b"mcp-session-id", b"authorization",
+                           b"content-type", b"keep-alive"))
 MAX_SIZE_DIGITS = 15  # 2**60: far above any body limit, far below overflow
 
 SIZE, DATA, DATA_CRLF, TRAILER, DONE = range(5)
@@ -100,4 +103,8 @@ class ChunkedReader:
                 elif b":" not in line or line[:1] in (b" ", b"\t") or any(
                         c < 0x20 and c != 0x09 for c in line):
                     raise ChunkError("malformed trailer field after the last chunk")
+                elif line.split(b":", 1)[0].strip().lower() in _NOT_TRAILERS:
+                    # RFC 9110 §6.5.1: framing and routing fields cannot be trailers; a
+                    # backend that merged one into the head would re-frame the stream
+                    raise ChunkError("a framing or routing field was sent as a trailer")
         return pos

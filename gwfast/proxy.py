@@ -248,6 +248,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         gw = self.gw
         method = bytes(mv[sc.method_start:sc.method_end])
         target = bytes(mv[sc.target_start:sc.target_end])
+        if target[:1] != b"/":
+            target = _origin_form(target)
         path, q, query = target.partition(b"?")
         self.close_after = sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive)
         self.start = self.scan_pos = head_end
@@ -258,6 +260,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         elif sc.content_length > 0:
             self.body_left = sc.content_length
         self.request_done = self.chunks is None and self.body_left == 0
+        if not target or b"#" in target:
+            self.fail(400, "invalid request target: send an absolute path such as /name/mcp "
+                           "(no fragment; RFC 9112 §3.2)")
+            return
         if sc.host_start < 0:
             if sc.http_minor == 1:
                 self.fail(400, "missing Host header (required by HTTP/1.1, RFC 9112 §3.2)")
@@ -592,6 +598,17 @@ class ClientConnection(asyncio.BufferedProtocol):
             log.info("closing a response silent for over %gs (timeouts.upstream_read)",
                      t.upstream_read)
             self._close()
+
+
+def _origin_form(target: bytes) -> bytes:
+    """RFC 9112 §3.2.2: a server must accept the absolute form; route on its path. Empty
+    when the target is neither form (answered with 400)."""
+    low = target[:8].lower()
+    if low.startswith(b"http://") or low.startswith(b"https://"):
+        rest = target[target.index(b"//") + 2:]
+        slash = rest.find(b"/")
+        return rest[slash:] if slash >= 0 else b"/"
+    return b""
 
 
 def _drop_connection_listed(lines: bytes, connection: bytes) -> bytes:

@@ -20,7 +20,7 @@ from .headscan_py import (
     DEFAULT_MAX_HEAD_BYTES,
     DEFAULT_MAX_HEADERS,
     E_CL,
-    E_CL_BIG,
+    CL_HUGE,
     E_CL_DUP,
     E_CL_TE,
     E_EMPTY_NAME,
@@ -141,7 +141,7 @@ cdef class HeadScanner:
     cdef readonly Py_ssize_t expect_start, expect_end, content_type_start, content_type_end
     cdef readonly Py_ssize_t xff_start, xff_end
     cdef Py_ssize_t* _kept  # (start, end) pairs, room for max_headers + 1 runs
-    cdef Py_ssize_t _pend_start, _pend_pos, _pend_line
+    cdef Py_ssize_t _pend_start, _pend_pos, _pend_line, _pend_lines
 
     def __cinit__(self):
         self._kept = NULL
@@ -217,7 +217,7 @@ cdef class HeadScanner:
 
     cdef Py_ssize_t _scan(self, const unsigned char* d, Py_ssize_t size,
                           Py_ssize_t start, Py_ssize_t end) except -1:
-        cdef Py_ssize_t limit, pos, line, i
+        cdef Py_ssize_t limit, pos, line, i, lines
         cdef const unsigned char* lf
         cdef const unsigned char* cr
         if start < 0 or end < start or end > size:
@@ -226,9 +226,11 @@ cdef class HeadScanner:
         if self._pend_start == start and self._pend_pos <= end:
             pos = self._pend_pos  # bytes before pos are checked; d[pos-1] is no pending CR
             line = self._pend_line
+            lines = self._pend_lines
         else:
             pos = start
             line = -1
+            lines = 0
         self._pend_start = -1  # saved again only when returning 0
         if line < 0:
             # RFC 9112 §2.2: ignore empty lines received before the request line.
@@ -259,11 +261,16 @@ cdef class HeadScanner:
                 pos = i + 1
                 if i - 3 >= line and d[i - 2] == LF and d[i - 3] == CR:
                     return self._parse(d, line, pos)
+                lines += 1
+                if lines - 1 > self.max_headers:
+                    # more complete header lines than allowed: the whole head gets 431 too
+                    raise HeadError(431, E_TOO_MANY.format(self.max_headers))
         if limit - start >= self.max_head_bytes:
             raise HeadError(431, E_TOO_LARGE.format(self.max_head_bytes))
         self._pend_start = start
         self._pend_pos = pos
         self._pend_line = line
+        self._pend_lines = lines
         return 0
 
     cdef Py_ssize_t _parse(self, const unsigned char* d, Py_ssize_t line,
@@ -274,6 +281,7 @@ cdef class HeadScanner:
         cdef const unsigned char* p
         cdef bint cl_seen = False, te_seen = False, drop
         cdef long long cl
+        cdef Py_ssize_t sig
         cdef Field kind
         self._clear()
         self.line_start = line
@@ -357,14 +365,17 @@ cdef class HeadScanner:
                 if ve == vs:
                     raise HeadError(400, E_CL)
                 cl = 0
+                sig = 0  # significant digits: leading zeros do not count
                 for i in range(vs, ve):
                     if d[i] < b'0' or d[i] > b'9':
                         raise HeadError(400, E_CL)
-                    if i - vs < 18:
+                    if sig == 0 and d[i] == b'0':
+                        continue
+                    sig += 1
+                    if sig <= 18:
                         cl = cl * 10 + (d[i] - 48)
-                if ve - vs > 18:
-                    raise HeadError(400, E_CL_BIG)
-                self.content_length = cl
+                # too long for 64 bits is still valid syntax: CL_HUGE, refused by any limit
+                self.content_length = cl if sig <= 18 else CL_HUGE
             elif kind == F_TRANSFER_ENCODING:
                 # RFC 9112 §6.1/§6.3 rule 4: chunked must be final; we accept chunked only
                 drop = False

@@ -126,7 +126,10 @@ E_VALUE = (
     " obs-text are allowed (RFC 9110 §5.5)"
 )
 E_CL = "Content-Length must be one or more ASCII digits, e.g. 'Content-Length: 42' (RFC 9110 §8.6)"
-E_CL_BIG = "Content-Length has more than 18 digits; send a smaller body"
+E_CL_BIG = "Content-Length has more than 18 digits; send a smaller body"  # (unused: see CL_HUGE)
+# A Content-Length too long for 64 bits is valid syntax (RFC 9110 §8.6 asks recipients to
+# anticipate large numerals): it reads as CL_HUGE, which every body limit refuses (413).
+CL_HUGE = 10**18
 E_CL_DUP = "more than one Content-Length header; send exactly one (RFC 9112 §6.3)"
 E_TE = (
     "unsupported Transfer-Encoding; only 'Transfer-Encoding: chunked' is accepted (RFC 9112 §6.1)"
@@ -262,6 +265,7 @@ class HeadScanner:
         self._pend_start = -1
         self._pend_pos = 0
         self._pend_line = -1
+        self._pend_lines = 0
         self._clear()
 
     def _clear(self) -> None:
@@ -309,9 +313,11 @@ class HeadScanner:
         if self._pend_start == start and self._pend_pos <= end:
             pos = self._pend_pos  # bytes before pos are checked; buf[pos-1] is no pending CR
             line = self._pend_line
+            lines = self._pend_lines
         else:
             pos = start
             line = -1
+            lines = 0
         self._pend_start = -1  # saved again only when returning 0
         if line < 0:
             # RFC 9112 §2.2: ignore empty lines received before the request line.
@@ -338,6 +344,11 @@ class HeadScanner:
                 if buf.count(b"\r", pos, vend) != crlf or buf.count(b"\n", pos, vend) != crlf:
                     raise HeadError(400, E_LINE_ENDING)
                 pos = vend
+                lines += crlf
+                if he < 0 and lines - 1 > self.max_headers:
+                    # the request line and more complete header lines than allowed: no need
+                    # to wait for the rest (the complete head would get the same 431)
+                    raise HeadError(431, E_TOO_MANY.format(self.max_headers))
             if he >= 0:
                 return self._parse(buf, line, he + 4)
         if limit - start >= max_bytes:
@@ -345,6 +356,7 @@ class HeadScanner:
         self._pend_start = start
         self._pend_pos = pos
         self._pend_line = line
+        self._pend_lines = lines
         return 0
 
     def _parse(self, buf: bytes | bytearray, line: int, hend: int) -> int:
@@ -405,9 +417,8 @@ class HeadScanner:
                 cl_seen = True
                 if _DIGITS_RE.fullmatch(buf, vs, ve) is None:
                     raise HeadError(400, E_CL)
-                if ve - vs > 18:
-                    raise HeadError(400, E_CL_BIG)
-                self.content_length = int(bytes(buf[vs:ve]))
+                digits = bytes(buf[vs:ve]).lstrip(b"0")
+                self.content_length = int(digits or b"0") if len(digits) <= 18 else CL_HUGE
             elif kind == _TRANSFER_ENCODING:
                 # RFC 9112 §6.1/§6.3 rule 4: chunked must be final; we accept chunked only
                 if te_seen:
