@@ -25,17 +25,28 @@ class ChunkError(ValueError):
     pass
 
 
+class TrailersTooLarge(ChunkError):
+    """The trailer section is over the head limits (answered with 431)."""
+
+
 class ChunkedReader:
     """Feed raw bytes; learn how many belong to the body and when it is complete."""
 
-    __slots__ = ("state", "remaining", "line", "total", "max_body")
+    __slots__ = ("state", "remaining", "line", "total", "max_body", "max_trailer_bytes",
+                 "max_trailers", "trailer_bytes", "trailers")
 
-    def __init__(self, max_body: int) -> None:
+    def __init__(self, max_body: int, *, max_trailer_bytes: int = 16384,
+                 max_trailers: int = 100) -> None:
         self.state = SIZE
         self.remaining = 0
         self.line = bytearray()
         self.total = 0  # decoded body bytes so far
         self.max_body = max_body
+        # trailers are a second header section: the head's limits bound them too
+        self.max_trailer_bytes = max_trailer_bytes
+        self.max_trailers = max_trailers
+        self.trailer_bytes = 0
+        self.trailers = 0
 
     @property
     def done(self) -> bool:
@@ -95,9 +106,20 @@ class ChunkedReader:
                     self.remaining = size
                     self.state = DATA
             else:  # TRAILER: header lines until an empty one
+                before = pos
                 line, pos = self._take_line(buf, pos, end)
+                self.trailer_bytes += pos - before
+                if self.trailer_bytes > self.max_trailer_bytes:
+                    raise TrailersTooLarge(
+                        f"the trailer section is over {self.max_trailer_bytes} bytes "
+                        "(limits.max_header_bytes)")
                 if line is None:
                     continue
+                if line:
+                    self.trailers += 1
+                    if self.trailers > self.max_trailers:
+                        raise TrailersTooLarge(
+                            f"more than {self.max_trailers} trailer fields (limits.max_headers)")
                 if not line:
                     self.state = DONE
                 elif b":" not in line or line[:1] in (b" ", b"\t") or any(

@@ -22,7 +22,7 @@ import re
 import socket
 
 from gwfast._native.headscan import HeadError, HeadScanner
-from gwfast.chunked import ChunkedReader, ChunkError
+from gwfast.chunked import ChunkedReader, ChunkError, TrailersTooLarge
 from gwfast.errors import error_response, plain_response
 from gwfast.gateway import Gateway
 from gwfast.model import Backend, Endpoint
@@ -114,7 +114,15 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.state == IDLE:
             self.state = HEAD
             self._arm(self.loop.time() + self.gw.timeouts.header_read)
-        self._process()
+        try:
+            self._process()
+        except Exception:  # a bug must cost this request only, never the worker
+            self.internal_error()
+
+    def internal_error(self) -> None:
+        log.exception("internal error while handling a request")
+        self.fail(500, "internal gateway error; the gateway's log has the details",
+                  close=True)
 
     def pause_writing(self) -> None:  # the client reads slower than the endpoint writes
         up = self.upstream
@@ -170,6 +178,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             if self.chunks is not None:
                 try:
                     self.scan_pos = self.chunks.feed(self.buf, self.scan_pos, self.end)
+                except TrailersTooLarge as e:
+                    self.fail(431, str(e))
+                    return False
                 except ChunkError as e:
                     self.fail(400, f"malformed chunked request body: {e}")
                     return False
@@ -256,7 +267,9 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.chunks = None
         self.body_left = 0
         if sc.chunked:
-            self.chunks = ChunkedReader(gw.limits.max_body_bytes)
+            lim = gw.limits
+            self.chunks = ChunkedReader(lim.max_body_bytes, max_trailers=lim.max_headers,
+                                        max_trailer_bytes=lim.max_header_bytes)
         elif sc.content_length > 0:
             self.body_left = sc.content_length
         self.request_done = self.chunks is None and self.body_left == 0
@@ -372,6 +385,14 @@ class ClientConnection(asyncio.BufferedProtocol):
                 self._body()
 
     async def _connect(self) -> None:
+        try:
+            await self._connect_any()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.internal_error()
+
+    async def _connect_any(self) -> None:
         gw = self.gw
         tried: set[int] = set()
         while True:

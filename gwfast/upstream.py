@@ -113,6 +113,15 @@ class Upstream(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception:  # a bug must cost this request only, never the worker
+            client = self.client
+            self.close()
+            if client is not None:
+                client.internal_error()
+
+    def _received(self, data: bytes) -> None:
         client = self.client
         if client is None:  # bytes on an idle connection: it cannot be trusted again
             self.close()
@@ -146,7 +155,7 @@ class Upstream(asyncio.Protocol):
             self.headers = []
             self.headers_done = self.complete = False
             if len(data) > end:
-                self.data_received(data[end:])
+                self._received(data[end:])
             return
         self.keep_alive = self.parser.should_keep_alive()
         head = self._client_head(client, data, status)

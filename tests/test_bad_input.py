@@ -630,6 +630,24 @@ async def test_framing_fields_in_trailers_never_reach_upstream(
     assert trailer not in proxy.data("up"), "a framing field went upstream as a trailer"
 
 
+@pytest.mark.parametrize("shape", ["many-fields", "one-huge-field"])
+async def test_trailer_section_is_bounded(gw: Gateway, proxy: FaultProxy, shape: str) -> None:
+    # Trailers are fields too: a request must not carry past max_headers, max_header_bytes
+    # and max_body_bytes all at once by putting the bytes after the last chunk. The contract
+    # names no status for trailers; any of the limit statuses, closed, upstream aborted.
+    if shape == "many-fields":  # 2000 fields, 220 kB
+        trailer = b"".join(b"X-T%d: %s\r\n" % (i, b"v" * 100) for i in range(2000))
+    else:  # one field of 100 kB
+        trailer = b"X-T: " + b"v" * 100_000 + b"\r\n"
+    assert len(trailer) > max(MAX_BODY, LIMITS["max_header_bytes"])
+    probe = new_probe()
+    resp, closed = await send(gw, te(body=chunked(INIT, trailer=trailer)), probe=probe)
+    assert resp.status in (400, 413, 431), resp
+    resp.jsonrpc_error()
+    assert closed
+    await assert_upstream_aborted(proxy, probe)
+
+
 async def test_pipelined_requests_answered_in_order_and_smuggled_one_refused(
     gw: Gateway, proxy: FaultProxy
 ) -> None:

@@ -32,3 +32,17 @@ def test_bad_framing_is_refused(body):
 def test_body_limit():
     with pytest.raises(OverflowError):
         ChunkedReader(4).feed(b"5\r\nhello\r\n", 0, 10)
+
+
+def test_trailer_section_is_bounded():
+    from gwfast.chunked import TrailersTooLarge
+
+    many = b"0\r\n" + b"".join(b"X-T%d: v\r\n" % i for i in range(11)) + b"\r\n"
+    with pytest.raises(TrailersTooLarge):
+        ChunkedReader(100, max_trailers=10).feed(many, 0, len(many))
+    big = b"0\r\nX-T: " + b"v" * 600 + b"\r\n\r\n"
+    with pytest.raises(TrailersTooLarge):
+        ChunkedReader(100, max_trailer_bytes=512).feed(big, 0, len(big))
+    ok = b"0\r\n" + b"".join(b"X-T%d: v\r\n" % i for i in range(10)) + b"\r\n"
+    r = ChunkedReader(100, max_trailers=10)
+    assert r.feed(ok, 0, len(ok)) == len(ok) and r.done

@@ -186,10 +186,12 @@ async def test_reset_after_n_bytes_mid_sse(gw: Gateway, proxy: FaultProxy) -> No
     await assert_recovered(gw, proxy)
 
 
-async def test_stall_before_head_504(gw: Gateway, proxy: FaultProxy) -> None:
+@pytest.mark.parametrize("direction", ["down", "up", "both"])
+async def test_stall_before_head_504(gw: Gateway, proxy: FaultProxy, direction: str) -> None:
+    # down: the backend answers but nothing comes back; up: the request never arrives
     s = await new_session(gw)
     try:
-        proxy.stall("down", trigger=b"tools/call")
+        proxy.stall(direction, trigger=b"tools/call")  # type: ignore[arg-type]
         resp = await s.post(
             s.tool_call_body("echo", {"message": "stalled"}), timeout=RESPONSE_HEADER + MARGIN
         )
