@@ -105,7 +105,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         return False  # a half-closed client is treated as gone (and closed)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self.end == len(self.buf):
+        end = self.end
+        if end == 0:
+            return self.mv  # the common case between requests: no slice to allocate
+        if end == len(self.buf):
             self._make_room(force=True)
         return self.mv[self.end:]
 

@@ -245,7 +245,9 @@ class Pool:
     def release(self, up: Upstream) -> None:
         if up.closed:
             return
-        q = self.idle.setdefault(up.ep.ident, deque())
+        q = self.idle.get(up.ep.ident)
+        if q is None:
+            q = self.idle[up.ep.ident] = deque()
         if len(q) >= self.max_idle:
             up.close()
             return
