@@ -11,6 +11,22 @@ import sys
 from gwfast import __version__
 
 
+def _raise_fd_limit() -> None:
+    """Each stream holds two sockets (client and endpoint): take all the descriptors the
+    hard limit allows rather than fail at the soft limit (often 1024)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            logging.getLogger("gwfast").warning("could not raise the open-file limit from %d",
+                                                soft)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gwfast {__version__}")
@@ -39,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from gwfast.worker import run
 
+        _raise_fd_limit()
         return run(args.config)
     except ConfigError as e:
         print(f"mcp-gateway: configuration error: {e}", file=sys.stderr)

@@ -38,22 +38,62 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 HEALTHZ = plain_response(200, b'{"status":"ok"}')
 
 
+class BufferPool:
+    """Read buffers and head scanners of one worker, lent to a connection while it has bytes
+    to read and taken back when it has none, so idle keep-alive connections and open streams
+    hold neither (one event loop: no locks). A small stock is kept for reuse."""
+
+    def __init__(self, keep: int = 64) -> None:
+        self.keep = keep
+        self.buffers: dict[int, list[tuple[bytearray, memoryview]]] = {}
+        self.scanners: dict[tuple[int, int], list[HeadScanner]] = {}
+
+    def take(self, size: int) -> tuple[bytearray, memoryview]:
+        free = self.buffers.get(size)
+        if free:
+            return free.pop()
+        buf = bytearray(size)
+        return buf, memoryview(buf)
+
+    def give(self, buf: bytearray, mv: memoryview) -> None:
+        free = self.buffers.setdefault(len(buf), [])
+        if len(free) < self.keep:
+            free.append((buf, mv))
+
+    def scanner(self, max_headers: int, max_head_bytes: int) -> HeadScanner:
+        free = self.scanners.get((max_headers, max_head_bytes))
+        return free.pop() if free else HeadScanner(max_headers, max_head_bytes)
+
+    def give_scanner(self, sc: HeadScanner) -> None:
+        free = self.scanners.setdefault((sc.max_headers, sc.max_head_bytes), [])
+        if len(free) < self.keep:
+            sc.reset()
+            free.append(sc)
+
+
+BUFFERS = BufferPool()
+
+
 class ClientConnection(asyncio.BufferedProtocol):
     __slots__ = (
         "gw", "loop", "scanner", "size", "buf", "mv", "start", "end", "scan_pos", "state",
         "transport", "peer", "xff_line", "upstream", "ep", "backend", "body_left", "chunks",
         "request_done", "close_after", "session_token", "backend_sid", "paused", "deadline",
         "timer", "timer_at", "sent_head", "connect_task", "method", "target_rest", "head_rest",
+        "std", "place_key",
     )
 
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.loop = gw.loop
         lim = gw.limits
-        self.scanner = HeadScanner(lim.max_headers, lim.max_header_bytes)
-        self.size = max(65536, 2 * lim.max_header_bytes)
-        self.buf = bytearray(self.size)
-        self.mv = memoryview(self.buf)
+        self.scanner: HeadScanner | None = None
+        self.place_key: bytes | None = None
+        self.std = self.size = max(65536, 2 * lim.max_header_bytes)
+        # the read buffer is taken from the worker's pool when bytes arrive and given back
+        # when none are pending: 10,000 idle streams hold no 64 KiB buffers
+        self.buf: bytearray | None = None
+        self.mv: memoryview | None = None
         self.start = self.end = self.scan_pos = 0
         self.state = IDLE
         self.transport: asyncio.Transport | None = None
@@ -100,6 +140,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.timer = None
         self._drop_upstream()  # the client left: the upstream request or stream ends now
         self._end_request()
+        self.start = self.end
+        self._release_buffer()
 
     def eof_received(self) -> bool:
         return False  # a half-closed client is treated as gone (and closed)
@@ -107,6 +149,10 @@ class ClientConnection(asyncio.BufferedProtocol):
     def get_buffer(self, sizehint: int) -> memoryview:
         end = self.end
         if end == 0:
+            if self.mv is None:
+                self.buf, self.mv = BUFFERS.take(self.std)
+                lim = self.gw.limits
+                self.scanner = BUFFERS.scanner(lim.max_headers, lim.max_header_bytes)
             return self.mv  # the common case between requests: no slice to allocate
         if end == len(self.buf):
             self._make_room(force=True)
@@ -210,7 +256,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 self._arm(now + self.gw.timeouts.response_header)
         if not self.request_done:
             self._arm(now + self.gw.timeouts.body_read)
-        if self.end == len(self.buf):
+        if self.buf is not None and self.end == len(self.buf):
             self._make_room()
 
     def _send_body(self, head: bytes | None = None) -> None:
@@ -233,16 +279,35 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.start == self.end:
             self.start = self.end = self.scan_pos = 0
             self.resume_reading(P_BUFFER)
+            if self.request_done:
+                self._release_buffer()
+
+    def _release_buffer(self) -> None:
+        """Give the read buffer back while no bytes are pending in it (it is never one a
+        transport still holds: `_send_body` switches away from those)."""
+        if self.buf is not None and self.start == self.end:
+            if len(self.buf) == self.std:
+                BUFFERS.give(self.buf, self.mv)
+            if self.scanner is not None:
+                BUFFERS.give_scanner(self.scanner)
+                self.scanner = None
+            self.buf = self.mv = None
+            self.start = self.end = self.scan_pos = 0
+            self.size = self.std
 
     def _new_buffer(self) -> None:
         tail = self.mv[self.start:self.end]
-        buf = bytearray(self.size)
+        if self.size == self.std:
+            buf, mv = BUFFERS.take(self.std)
+        else:
+            buf = bytearray(self.size)
+            mv = memoryview(buf)
         buf[: len(tail)] = tail
         self.scan_pos -= self.start
         self.end -= self.start
         self.start = 0
         self.buf = buf
-        self.mv = memoryview(buf)
+        self.mv = mv
 
     def _make_room(self, force: bool = False) -> None:
         if self.start > 0:
@@ -333,6 +398,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.session_token, self.backend_sid = token, opened[1]
         self.backend = backend
         self.method = method
+        # read now: by a connect retry the head may be gone from the buffer
+        self.place_key = (self._header_value(backend.placement_header)
+                          if backend.placement_header is not None else None)
         self.target_rest = (b"?" + query if q else b"") + b" HTTP/1.1\r\nHost: "
         self.head_rest = self._head_rest(host)
         if ep is None:
@@ -368,12 +436,9 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _choose(self, backend: Backend, exclude: set[int] | None) -> Endpoint | None:
         if not backend.session_affinity:
             return backend.pick_least_loaded(exclude)
-        key = None
-        if backend.placement_header is not None:
-            key = self._header_value(backend.placement_header)
         # principal and tenant placement take their key from authentication (not yet
         # configured): until then they place like random
-        return backend.place(key, exclude)
+        return backend.place(self.place_key, exclude)
 
     def _dispatch(self, ep: Endpoint) -> None:
         self.ep = ep
@@ -530,7 +595,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.state = IDLE
         self._arm(self.loop.time() + self.gw.timeouts.idle)
         if self.start == self.end:
-            self.start = self.end = self.scan_pos = 0
+            self._release_buffer()
         self.resume_reading(P_BUFFER | P_UPSTREAM)
         if self.start < self.end:
             self.state = HEAD

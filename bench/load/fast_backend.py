@@ -15,7 +15,9 @@ It speaks just enough of MCP Streamable HTTP (2025-06-18 and 2026-07-28) for a p
 - POST a notification (no id) -> 202; DELETE -> 200 and forgets the session;
 - requests with ``MCP-Protocol-Version: 2026-07-28`` are stateless: no session needed, and
   ``server/discover`` answers;
-- GET ``/healthz`` -> 200; GET on the MCP path -> 405 (no standalone stream).
+- GET ``/healthz`` -> 200; GET on the MCP path with a known session -> a standalone SSE
+  stream (chunked) that sends one priming comment and then stays open and silent until the
+  client leaves, as an idle MCP server stream does; without one -> 400.
 
 Run: ``python -m bench.load.fast_backend --port 8001``.
 """
@@ -33,6 +35,7 @@ import msgspec
 import uvloop
 
 STATELESS_VERSION = b"2026-07-28"
+PRIMING = b": stream\n\n"  # an SSE comment: the stream is open
 TEXT = ("lorem ipsum dolor sit amet " * 18)[:480]  # makes a tools/call result of ~600 bytes
 
 
@@ -206,7 +209,15 @@ class McpProtocol(asyncio.Protocol):
             else:
                 self._write(_plain(404, b"unknown session"))
         elif req.method == b"GET":
-            self._write(_plain(405))
+            if req.session not in self.sessions:
+                self._write(_plain(400, b"GET needs a session"))
+                return
+            self.streaming = True  # holds the connection: nothing else is answered on it
+            self._write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"%x\r\n%s\r\n" % (len(PRIMING), PRIMING)
+            )
         else:
             self._write(_plain(405))
 
