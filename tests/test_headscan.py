@@ -582,3 +582,15 @@ def test_too_many_lines_431_before_the_head_ends(scanner_cls: type) -> None:
             break
     else:
         raise AssertionError("never refused")
+
+
+def test_twins_agree_on_bad_request_line_with_too_many_lines() -> None:
+    # found by a helper's fuzzing: the compiled twin answered 431 where the pure one said 400;
+    # with the whole head present, parsing decides and the request line's error comes first
+    data = b"G(T / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(5)) + b"\r\n"
+    results = []
+    for cls in twins():
+        with pytest.raises(HeadError) as e:
+            cls(max_headers=3).scan(data, 0, len(data))
+        results.append((e.value.status, e.value.message))
+    assert results[0][0] == 400 and len(set(results)) == 1

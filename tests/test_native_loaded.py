@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import os
 
-from gwfast._native import headscan, headscan_py, ring, ring_py
+from gwfast._native import (
+    chunks,
+    chunks_py,
+    headscan,
+    headscan_py,
+    resphead,
+    resphead_py,
+    ring,
+    ring_py,
+)
 
 NO_EXTENSIONS = os.environ.get("GWFAST_NO_EXTENSIONS", "") not in ("", "0")
 HINT = "compiled twin did not load: run `python3 setup.py build_ext --inplace`"
@@ -45,9 +54,50 @@ def test_ring_twin_selected() -> None:
         assert ring.COMPILED
 
 
+def test_resphead_twin_selected() -> None:
+    assert resphead.ResponseScannerPy is resphead_py.ResponseScanner
+    if NO_EXTENSIONS:
+        assert resphead.ResponseScannerC is None
+        assert resphead.ResponseScanner is resphead.ResponseScannerPy
+        assert not resphead.COMPILED
+    else:
+        assert resphead.ResponseScannerC is not None, HINT
+        assert resphead.ResponseScanner is resphead.ResponseScannerC
+        assert resphead.COMPILED
+        assert not resphead.ResponseScannerC.__module__.endswith("_py")
+
+
+def test_chunks_twin_selected() -> None:
+    assert chunks.ChunkReaderPy is chunks_py.ChunkReader
+    if NO_EXTENSIONS:
+        assert chunks.ChunkReaderC is None
+        assert chunks.ChunkReader is chunks.ChunkReaderPy
+        assert not chunks.COMPILED
+    else:
+        assert chunks.ChunkReaderC is not None, HINT
+        assert chunks.ChunkReader is chunks.ChunkReaderC
+        assert chunks.COMPILED
+        assert not chunks.ChunkReaderC.__module__.endswith("_py")
+
+
 def test_one_head_error_class() -> None:
     assert headscan.HeadError is headscan_py.HeadError
     if headscan.HeadScannerC is not None:
         from gwfast._native import _headscan_c
 
         assert _headscan_c.HeadError is headscan_py.HeadError
+    assert resphead.HeadError is headscan_py.HeadError
+    if resphead.ResponseScannerC is not None:
+        from gwfast._native import _resphead_c
+
+        assert _resphead_c.HeadError is headscan_py.HeadError
+
+
+def test_one_chunk_error_class() -> None:
+    assert chunks.ChunkError is chunks_py.ChunkError
+    assert chunks.TrailersTooLarge is chunks_py.TrailersTooLarge
+    if chunks.ChunkReaderC is not None:
+        from gwfast._native import _chunks_c
+
+        assert _chunks_c.ChunkError is chunks_py.ChunkError
+        assert _chunks_c.TrailersTooLarge is chunks_py.TrailersTooLarge

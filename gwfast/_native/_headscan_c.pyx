@@ -124,6 +124,18 @@ cdef Field _classify(const unsigned char* p, Py_ssize_t n) noexcept nogil:
     return F_OTHER
 
 
+cdef inline bint _has_crlfcrlf(const unsigned char* d, Py_ssize_t pos, Py_ssize_t limit):
+    cdef const unsigned char* p
+    while pos + 3 < limit:
+        p = <const unsigned char*>memchr(d + pos, CR, limit - pos - 3)
+        if p == NULL:
+            return False
+        if p[1] == LF and p[2] == CR and p[3] == LF:
+            return True
+        pos = p - d + 1
+    return False
+
+
 cdef class HeadScanner:
     """Scans one request head at a time; reuse one per connection (see headscan_py)."""
 
@@ -262,8 +274,10 @@ cdef class HeadScanner:
                 if i - 3 >= line and d[i - 2] == LF and d[i - 3] == CR:
                     return self._parse(d, line, pos)
                 lines += 1
-                if lines - 1 > self.max_headers:
-                    # more complete header lines than allowed: the whole head gets 431 too
+                if lines - 1 > self.max_headers and not _has_crlfcrlf(d, pos - 2, limit):
+                    # more complete header lines than allowed and no end in sight: the whole
+                    # head gets 431 too. When the end is already here, parsing decides, so
+                    # an earlier error (a bad request line) wins as in the pure twin.
                     raise HeadError(431, E_TOO_MANY.format(self.max_headers))
         if limit - start >= self.max_head_bytes:
             raise HeadError(431, E_TOO_LARGE.format(self.max_head_bytes))
