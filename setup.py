@@ -20,6 +20,7 @@ NATIVE = [
     ("gwfast._native._headscan_c", "gwfast/_native/_headscan_c.pyx"),
     ("gwfast._native._resphead_c", "gwfast/_native/_resphead_c.pyx"),
     ("gwfast._native._chunks_c", "gwfast/_native/_chunks_c.pyx"),
+    ("gwfast._native._hist_c", "gwfast/_native/_hist_c.pyx"),
     # typed Python compiled as is (twin of ring_py.py, typed by _ring_c.pxd)
     ("gwfast._native._ring_c", "gwfast/_native/_ring_c.py"),
 ]

@@ -89,10 +89,16 @@ class Timeouts(_Strict):
     # pooled idle upstream connections are closed after this: below uvicorn's default
     # keep-alive of 5 s, so the gateway never reuses a connection the backend is closing
     upstream_keepalive: Duration = Duration(4.0)
+    # on SIGTERM/SIGINT the listener closes and idle keep-alive connections close at once;
+    # requests and streams in flight get this long to finish, then the rest are closed
+    drain: Duration = Duration(10.0)
 
 
 class Config(_Strict):
     listen: str = "127.0.0.1:8080"
+    # the admin listener: GET /metrics (Prometheus text, summed over workers) and /healthz;
+    # never the public one. None: no admin listener (metrics are still counted)
+    admin_listen: str | None = "127.0.0.1:9090"
     workers: int = 1
     session_keys: list[str] = []  # base64 of 32 bytes each; the first seals, all open
     session_key_file: str | None = None  # one base64 key a line, the same order
@@ -197,7 +203,13 @@ def parse_config(data: Any) -> tuple[Config, dict[str, BackendConfig]]:
     if not isinstance(data, dict):
         raise ConfigError("the configuration must be a YAML mapping - at `$`")
     cfg: Config = _convert(data, Config, "$")
-    parse_listen(cfg.listen)
+    public = parse_listen(cfg.listen)
+    if cfg.admin_listen is not None:
+        admin = parse_listen(cfg.admin_listen, "$.admin_listen")
+        if admin[1] == public[1] and (admin[0] == public[0] or {admin[0], public[0]} & {
+                "0.0.0.0", "::"}):
+            _fail("$.admin_listen", "the admin listener cannot share the public listen "
+                                    "address: choose another port (e.g. 127.0.0.1:9090) or null")
     if not 1 <= cfg.workers <= 256:
         _fail("$.workers", "workers must be between 1 and 256")
     lim = cfg.limits

@@ -13,6 +13,7 @@ import contextlib
 import logging
 
 from gwfast.gateway import Gateway
+from gwfast.metrics import EJECTIONS
 from gwfast.model import Backend, Endpoint
 
 log = logging.getLogger("gwfast.health")
@@ -26,8 +27,13 @@ async def probe(ep: Endpoint, path: str | None, timeout: float) -> str | None:
             reader, writer = await asyncio.open_connection(ep.host, ep.port)
             if path is None:
                 return None
-            writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + ep.authority +
-                         b"\r\nUser-Agent: gwfast-health\r\nConnection: close\r\n\r\n")
+            writer.write(
+                b"GET "
+                + path.encode()
+                + b" HTTP/1.1\r\nHost: "
+                + ep.authority
+                + b"\r\nUser-Agent: gwfast-health\r\nConnection: close\r\n\r\n"
+            )
             line = await reader.readline()
     except TimeoutError:
         return f"no answer within {timeout:g}s"
@@ -45,21 +51,34 @@ async def probe(ep: Endpoint, path: str | None, timeout: float) -> str | None:
 
 
 class HealthChecker:
+    """One probing task per endpoint of the current snapshot; `restart()` after a swap."""
+
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.tasks: list[asyncio.Task] = []
+        self._first: asyncio.Task | None = None
 
     def start(self) -> None:
-        for b in self.gw.snapshot.backends.values():
+        snapshot = self.gw.snapshot
+        assert snapshot is not None
+        for b in snapshot.backends.values():
             for ep in b.endpoints:
                 self.tasks.append(asyncio.create_task(self._run(b, ep)))
-        asyncio.create_task(self._first_round())
+        if self._first is None:
+            self._first = asyncio.create_task(self._first_round())
+
+    def restart(self) -> None:
+        """Probe the endpoints of the snapshot just swapped in; the tasks of the old one
+        (removed endpoints included) stop. Health state was carried over by the swap."""
+        self._cancel_probes()
+        self.start()
 
     async def _first_round(self) -> None:
         """Ready once every endpoint has been checked once (or after 10 s at most)."""
-        eps = [e for b in self.gw.snapshot.backends.values() for e in b.endpoints]
         for _ in range(200):
-            if all(e.checked for e in eps):
+            snapshot = self.gw.snapshot
+            assert snapshot is not None
+            if all(e.checked for b in snapshot.backends.values() for e in b.endpoints):
                 break
             await asyncio.sleep(0.05)
         self.gw.ready = True
@@ -69,6 +88,8 @@ class HealthChecker:
         while True:
             why = await probe(ep, hc.path, hc.timeout)
             ep.checked = True
+            if ep.carried:  # requests begun before a reload have ended: forget them
+                ep.carried = tuple(p for p in ep.carried if p.outstanding > 0)
             if why is None:
                 ep.fails = 0
                 ep.oks += 1
@@ -81,8 +102,21 @@ class HealthChecker:
                 if ep.healthy and ep.fails >= hc.unhealthy_threshold:
                     log.warning("endpoint %s ejected: %s", ep.url, why)
                     b.set_health(ep, False)
+                    b.m[b.m_base + EJECTIONS] += 1
             await asyncio.sleep(hc.interval)
 
-    def stop(self) -> None:
+    def _cancel_probes(self) -> None:
         for t in self.tasks:
             t.cancel()
+        self.tasks = []
+
+    def stop(self) -> None:
+        self._cancel_probes()
+        if self._first is not None:
+            self._first.cancel()
+
+    async def aclose(self) -> None:
+        """Stop, and wait until the tasks have ended (no pending task at loop close)."""
+        tasks = [*self.tasks, *([self._first] if self._first is not None else [])]
+        self.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from gwfast._native.ring import HashRing, capacity, key_hash
 from gwfast.config import BackendConfig, Config, parse_listen
+from gwfast.metrics import HEALTHY, unbound_block
 from gwfast.sessions import IDENT_LEN
 
 
@@ -26,8 +27,22 @@ def endpoint_ident(url: str) -> bytes:
 class Endpoint:
     """One upstream MCP endpoint and this worker's view of it."""
 
-    __slots__ = ("url", "host", "port", "path", "authority", "ident", "index", "backend",
-                 "healthy", "outstanding", "fails", "oks", "checked")
+    __slots__ = (
+        "url",
+        "host",
+        "port",
+        "path",
+        "authority",
+        "ident",
+        "index",
+        "backend",
+        "healthy",
+        "outstanding",
+        "fails",
+        "oks",
+        "checked",
+        "carried",
+    )
 
     def __init__(self, url: str, index: int, backend: Backend) -> None:
         parts = urlsplit(url)
@@ -45,6 +60,23 @@ class Endpoint:
         self.outstanding = 0  # requests in flight and open streams
         self.fails = 0
         self.oks = 0
+        # the objects this one replaced at reloads (same URL) while they still had requests
+        # in flight: those requests end on the old object, so its count is added to ours
+        self.carried: tuple[Endpoint, ...] = ()
+
+    def inherit(self, old: Endpoint) -> None:
+        """Take over from the endpoint this one replaces at a reload (same URL, same backend):
+        health, its counters and the load still in flight on the old object."""
+        self.backend.set_health(self, old.healthy)
+        self.checked, self.fails, self.oks = old.checked, old.fails, old.oks
+        self.carried = tuple(p for p in (old, *old.carried) if p.outstanding > 0)
+
+    def load(self) -> int:
+        """Requests in flight and open streams, including those begun before a reload."""
+        n = self.outstanding
+        for p in self.carried:
+            n += p.outstanding
+        return n
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.url} healthy={self.healthy} outstanding={self.outstanding}>"
@@ -60,17 +92,22 @@ class Backend:
         self.session_affinity = cfg.affinity == "session"
         self.placement = cfg.placement
         self.placement_header: bytes | None = (
-            cfg.placement[7:].lower().encode() if cfg.placement.startswith("header:") else None)
+            cfg.placement[7:].lower().encode() if cfg.placement.startswith("header:") else None
+        )
         self.endpoints = tuple(Endpoint(u, i, self) for i, u in enumerate(cfg.endpoints))
         self.by_ident = {e.ident: e for e in self.endpoints}
         self.ring = HashRing([e.ident for e in self.endpoints])
         self.loads = array.array("q", bytes(8 * len(self.endpoints)))
         self.eligible = bytearray(b"\x01" * len(self.endpoints))
         self._rand = random.Random()
+        # this worker's metrics slots (gwfast.metrics): `m[m_base + OFFSET]`; a private
+        # block until the gateway binds the snapshot to its region
+        self.m, self.m_base, self.hist = unbound_block()
 
     def set_health(self, ep: Endpoint, healthy: bool) -> None:
         ep.healthy = healthy
         self.eligible[ep.index] = 1 if healthy else 0
+        self.m[self.m_base + HEALTHY] = sum(self.eligible)
 
     def any_healthy(self) -> bool:
         return any(self.eligible)
@@ -89,8 +126,9 @@ class Backend:
         loads = self.loads
         total = 0
         for e in self.endpoints:
-            loads[e.index] = e.outstanding
-            total += e.outstanding
+            load = e.load() if e.carried else e.outstanding
+            loads[e.index] = load
+            total += load
         h = self._rand.getrandbits(64) if key is None else key_hash(key)
         i = self.ring.lookup_bounded(h, loads, eligible, capacity(total, n, self.cfg.load_factor))
         return self.endpoints[i] if i >= 0 else None
@@ -103,6 +141,8 @@ class Backend:
         if len(eps) == 1:
             return eps[0]
         a, b = self._rand.sample(eps, 2)
+        if a.carried or b.carried:
+            return a if a.load() <= b.load() else b
         return a if a.outstanding <= b.outstanding else b
 
 

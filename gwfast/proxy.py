@@ -22,9 +22,19 @@ import re
 import socket
 
 from gwfast._native.headscan import HeadError, HeadScanner
+from gwfast._native.hist import now as clock_ns
 from gwfast.chunked import ChunkedReader, ChunkError, TrailersTooLarge
 from gwfast.errors import error_response, plain_response
 from gwfast.gateway import Gateway
+from gwfast.metrics import (
+    CODE_INDEX,
+    CODES_AT,
+    CONNECT_FAILURES,
+    CONNECTIONS,
+    EJECTIONS,
+    SESSIONS,
+    UNROUTED,
+)
 from gwfast.model import Backend, Endpoint
 from gwfast.upstream import BODY as UP_BODY
 from gwfast.upstream import Upstream
@@ -80,7 +90,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         "transport", "peer", "xff_line", "upstream", "ep", "backend", "body_left", "chunks",
         "request_done", "close_after", "session_token", "backend_sid", "paused", "deadline",
         "timer", "timer_at", "sent_head", "connect_task", "method", "target_rest", "head_rest",
-        "std", "place_key",
+        "std", "place_key", "t0",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -89,6 +99,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         lim = gw.limits
         self.scanner: HeadScanner | None = None
         self.place_key: bytes | None = None
+        self.t0 = 0  # clock_ns() when the request head was complete (metrics)
         self.std = self.size = max(65536, 2 * lim.max_header_bytes)
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
@@ -122,6 +133,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.gw.connections.add(self)
+        self.gw.m[CONNECTIONS] += 1
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family != socket.AF_UNIX:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -135,6 +147,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
         self.gw.connections.discard(self)
+        self.gw.m[CONNECTIONS] -= 1
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -322,6 +335,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.pause_reading(P_BUFFER)
 
     def _on_head(self, head_end: int) -> None:
+        self.t0 = clock_ns()
         sc = self.scanner
         mv = self.mv
         gw = self.gw
@@ -330,7 +344,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         if target[:1] != b"/":
             target = _origin_form(target)
         path, q, query = target.partition(b"?")
-        self.close_after = sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive)
+        self.close_after = (sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive)
+                            or gw.draining)  # a draining worker answers, then closes
         self.start = self.scan_pos = head_end
         self.chunks = None
         self.body_left = 0
@@ -370,6 +385,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         if backend is None:
             self._local(method, path)
             return
+        self.backend = backend  # from here on, errors are counted for this backend
         if method != b"POST" and method != b"GET" and method != b"DELETE":
             self.fail(405, f"method {method.decode('latin-1')} is not allowed on an MCP "
                            "endpoint: use POST, GET or DELETE", headers=ALLOW)
@@ -396,7 +412,6 @@ class ClientConnection(asyncio.BufferedProtocol):
                                "a new session with initialize")
                 return
             self.session_token, self.backend_sid = token, opened[1]
-        self.backend = backend
         self.method = method
         # read now: by a connect retry the head may be gone from the buffer
         self.place_key = (self._header_value(backend.placement_header)
@@ -473,9 +488,12 @@ class ClientConnection(asyncio.BufferedProtocol):
                     return
                 why = "timed out" if isinstance(e, asyncio.TimeoutError) else (
                     e.strerror or str(e))
+                b = self.backend
+                b.m[b.m_base + CONNECT_FAILURES] += 1
                 if ep.healthy:
                     log.warning("endpoint %s ejected: connect failed (%s)", ep.url, why)
-                    self.backend.set_health(ep, False)  # passive check; active checks restore
+                    b.set_health(ep, False)  # passive check; active checks restore
+                    b.m[b.m_base + EJECTIONS] += 1
                 self._end_request()
                 if self.session_token is not None:
                     self.fail(404, "session not found: its endpoint is unavailable; start a new "
@@ -533,6 +551,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _answer(self, response: bytes) -> None:
         if not self.request_done:  # a body we did not read: drop the connection after
             self.close_after = True
+        self.gw.m[UNROUTED + CODE_INDEX[200]] += 1
         self.transport.write(response)  # type: ignore[union-attr]
         self._request_finished()
 
@@ -546,6 +565,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             return value
         if value == self.backend_sid and self.session_token is not None:
             return self.session_token
+        backend.m[backend.m_base + SESSIONS] += 1  # a new session: its id sealed anew
         return self.gw.sealer.seal(backend.name_b, self.ep.ident, value)
 
     def response_head(self, head: bytes, body) -> None:
@@ -562,6 +582,8 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def response_done(self, up: Upstream, *, reusable: bool) -> None:
         self.upstream = None
+        # the duration histogram: one compiled call (gwfast._native.hist)
+        self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
         if reusable and self.request_done:
             self.gw.pool.release(up)
         else:
@@ -579,6 +601,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         if up_state == UP_BODY or self.sent_head:
             # the head is out: closing without the final chunk is how the client learns
             # that the body is incomplete
+            if self.sent_head:
+                self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
             self._close()
         else:
             self.fail(502, f"bad gateway: {why} before answering")
@@ -587,6 +611,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _request_finished(self) -> None:
         self.sent_head = False
         self.session_token = self.backend_sid = None
+        self.backend = None  # errors before the next request's routing count for no backend
         if self.state == CLOSED:
             return
         if self.close_after:
@@ -612,6 +637,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         up = self.upstream
         if up is not None:
             self.upstream = None
+            if self.sent_head:  # the response ends here, cut short (a client leaving a stream)
+                self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
             up.close()
         task = self.connect_task
         if task is not None:
@@ -639,6 +666,11 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.sent_head:
             self._close()
             return
+        b = self.backend
+        if b is None:
+            self.gw.m[UNROUTED + CODE_INDEX[status]] += 1
+        else:
+            b.m[b.m_base + CODES_AT + CODE_INDEX[status]] += 1
         close = close or not self.request_done or self.close_after
         self.transport.write(error_response(status, message, close=close, headers=headers))
         if close:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from gwfast.metrics import STREAMS, UPSTREAM
+
 if TYPE_CHECKING:
     from gwfast.model import Endpoint
     from gwfast.proxy import ClientConnection
@@ -33,7 +35,7 @@ class Upstream(asyncio.Protocol):
 
     __slots__ = ("ep", "pool", "transport", "client", "parser", "state", "head_buf",
                  "headers", "complete", "headers_done", "reframe", "keep_alive", "closed",
-                 "idle_since", "requests", "no_body")
+                 "idle_since", "requests", "no_body", "status", "streaming")
 
     def __init__(self, ep: Endpoint, pool: Pool) -> None:
         self.ep = ep
@@ -52,6 +54,8 @@ class Upstream(asyncio.Protocol):
         self.idle_since = 0.0
         self.requests = 0
         self.no_body = False
+        self.status = 0  # of the response being relayed (metrics: its status class)
+        self.streaming = False  # counted in the backend's open-streams gauge
 
     # -- httptools callbacks (set flags only; the relay acts after feed_data returns) --
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -66,12 +70,19 @@ class Upstream(asyncio.Protocol):
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        b = self.ep.backend
+        b.m[b.m_base + UPSTREAM] += 1
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        b = self.ep.backend
+        b.m[b.m_base + UPSTREAM] -= 1
+        if self.streaming:
+            self.streaming = False
+            b.m[b.m_base + STREAMS] -= 1
         self.pool.forget(self)
         client = self.client
         if client is not None:
@@ -158,6 +169,7 @@ class Upstream(asyncio.Protocol):
                 self._received(data[end:])
             return
         self.keep_alive = self.parser.should_keep_alive()
+        self.status = status
         head = self._client_head(client, data, status)
         self.state = BODY
         body = None
@@ -172,8 +184,13 @@ class Upstream(asyncio.Protocol):
                     self._bad(client, f"the endpoint sent malformed body framing ({e})")
                     return
         client.response_head(head, body)
-        if self.complete and self.client is not None:
-            self._finish(client)
+        if self.client is not None:
+            if self.complete:
+                self._finish(client)
+            else:  # the body goes on after this read: a stream (SSE) or a long body
+                self.streaming = True
+                b = self.ep.backend
+                b.m[b.m_base + STREAMS] += 1
 
     def _client_head(self, client: ClientConnection, data: bytes, status: int) -> bytes:
         line_end = data.find(b"\r\n") + 2
@@ -207,6 +224,10 @@ class Upstream(asyncio.Protocol):
             return
         client.write_upstream(data)
         if self.complete:
+            if self.streaming:  # counted open when its head was relayed without the end
+                self.streaming = False
+                b = self.ep.backend
+                b.m[b.m_base + STREAMS] -= 1
             self._finish(client)
 
     def _finish(self, client: ClientConnection) -> None:

@@ -13,6 +13,8 @@ from gwfast._native import (
     chunks_py,
     headscan,
     headscan_py,
+    hist,
+    hist_py,
     resphead,
     resphead_py,
     ring,
@@ -52,6 +54,20 @@ def test_ring_twin_selected() -> None:
         assert ring.HashRing is ring.HashRingC
         assert ring.key_hash is _ring_c.key_hash
         assert ring.COMPILED
+
+
+def test_hist_twin_selected() -> None:
+    assert hist.HistogramsPy is hist_py.Histograms
+    assert hist.now_py is hist_py.now
+    if NO_EXTENSIONS:
+        assert hist.HistogramsC is None and hist.now_c is None
+        assert hist.Histograms is hist.HistogramsPy and hist.now is hist.now_py
+        assert not hist.COMPILED
+    else:
+        assert hist.HistogramsC is not None, HINT
+        assert hist.Histograms is hist.HistogramsC and hist.now is hist.now_c
+        assert hist.COMPILED
+        assert not hist.HistogramsC.__module__.endswith("_py")
 
 
 def test_resphead_twin_selected() -> None:

@@ -24,6 +24,11 @@ class Gateway:
         self.port = free_port()
         cfg = dict(config)
         cfg.setdefault("listen", f"127.0.0.1:{self.port}")
+        # the admin listener (/metrics) on a free port too: never the default 9090, which
+        # gateways started side by side would fight over
+        cfg.setdefault("admin_listen", f"127.0.0.1:{free_port()}")
+        admin = cfg["admin_listen"]
+        self.admin_port: int | None = int(admin.rpartition(":")[2]) if admin else None
         cfg.setdefault("session_keys", [base64.b64encode(secrets.token_bytes(32)).decode()])
         self.config = cfg
         workdir.mkdir(parents=True, exist_ok=True)
@@ -45,6 +50,11 @@ class Gateway:
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_base(self) -> str:
+        assert self.admin_port is not None, "this gateway has no admin listener"
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def url(self, backend: str) -> str:
         return f"{self.base}/{backend}/mcp"
