@@ -23,24 +23,28 @@ def _raise_fd_limit() -> None:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
-            logging.getLogger("gwfast").warning("could not raise the open-file limit from %d",
-                                                soft)
+            logging.getLogger("gwfast").warning("could not raise the open-file limit from %d", soft)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcp-gateway", description=__doc__)
     parser.add_argument("--version", action="version", version=f"gwfast {__version__}")
-    parser.add_argument("--log-level", default="INFO",
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("proxy", help="run the data plane from a static YAML configuration")
     p.add_argument("--config", required=True, help="path to the YAML configuration")
     sub.add_parser("keygen", help="print a new base64 session key for session_keys")
     sub.add_parser("check", help="validate a configuration and exit").add_argument(
-        "--config", required=True)
+        "--config", required=True
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if args.command == "keygen":
         print(base64.b64encode(secrets.token_bytes(32)).decode())
         return 0

@@ -139,8 +139,9 @@ def parse_listen(value: str, path: str = "$.listen") -> tuple[str, int]:
 def _check_endpoint(url: str, path: str) -> None:
     parts = urlsplit(url)
     if parts.scheme != "http":
-        _fail(path, f"endpoint {url!r} must be an http:// URL (TLS to endpoints is not "
-                    "supported yet)")
+        _fail(
+            path, f"endpoint {url!r} must be an http:// URL (TLS to endpoints is not supported yet)"
+        )
     if not parts.hostname or parts.port is None and ":" in parts.netloc.rsplit("]", 1)[-1]:
         _fail(path, f"endpoint {url!r} has no valid host[:port]")
     if parts.query or parts.fragment:
@@ -160,8 +161,10 @@ def _check_backend(name: str, b: BackendConfig, path: str) -> None:
     if p not in ("random", "principal", "tenant") and not (
         p.startswith("header:") and _HEADER_NAME.match(p[7:])
     ):
-        _fail(f"{path}.placement",
-              f"invalid placement {p!r}: use random, principal, tenant or header:NAME")
+        _fail(
+            f"{path}.placement",
+            f"invalid placement {p!r}: use random, principal, tenant or header:NAME",
+        )
     if not 1.0 < b.load_factor <= 10.0:
         _fail(f"{path}.load_factor", "load_factor must be above 1.0 and at most 10")
     hc = b.health_check
@@ -179,8 +182,11 @@ def decode_key(text: str, path: str) -> bytes:
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != 32:
-        _fail(path, "a session key must be base64 of exactly 32 random bytes "
-                    "(make one with: head -c32 /dev/urandom | base64)")
+        _fail(
+            path,
+            "a session key must be base64 of exactly 32 random bytes "
+            "(make one with: head -c32 /dev/urandom | base64)",
+        )
     return key
 
 
@@ -206,10 +212,14 @@ def parse_config(data: Any) -> tuple[Config, dict[str, BackendConfig]]:
     public = parse_listen(cfg.listen)
     if cfg.admin_listen is not None:
         admin = parse_listen(cfg.admin_listen, "$.admin_listen")
-        if admin[1] == public[1] and (admin[0] == public[0] or {admin[0], public[0]} & {
-                "0.0.0.0", "::"}):
-            _fail("$.admin_listen", "the admin listener cannot share the public listen "
-                                    "address: choose another port (e.g. 127.0.0.1:9090) or null")
+        if admin[1] == public[1] and (
+            admin[0] == public[0] or {admin[0], public[0]} & {"0.0.0.0", "::"}
+        ):
+            _fail(
+                "$.admin_listen",
+                "the admin listener cannot share the public listen "
+                "address: choose another port (e.g. 127.0.0.1:9090) or null",
+            )
     if not 1 <= cfg.workers <= 256:
         _fail("$.workers", "workers must be between 1 and 256")
     lim = cfg.limits
@@ -226,8 +236,11 @@ def parse_config(data: Any) -> tuple[Config, dict[str, BackendConfig]]:
     for name, raw in cfg.backends.items():
         path = f"$.backends.{name}"
         if not isinstance(name, str) or not BACKEND_NAME.match(name):
-            _fail(path, f"invalid backend name {name!r}: use a DNS-1123 label (lowercase "
-                        "letters, digits and '-', at most 52 characters)")
+            _fail(
+                path,
+                f"invalid backend name {name!r}: use a DNS-1123 label (lowercase "
+                "letters, digits and '-', at most 52 characters)",
+            )
         backends[name] = b = _convert(raw, BackendConfig, path)
         _check_backend(name, b, path)
     return cfg, backends

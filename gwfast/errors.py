@@ -40,25 +40,39 @@ def jsonrpc_error(code: int, message: str) -> bytes:
     return _encode({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
 
-def error_response(status: int, message: str, *, code: int | None = None, close: bool = False,
-                   headers: tuple[tuple[str, str], ...] = ()) -> bytes:
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: int | None = None,
+    close: bool = False,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
     """A whole HTTP/1.1 response (head and body) for an error the gateway answers itself."""
     if code is None:
-        code = SESSION_NOT_FOUND if status == 404 and "session" in message.lower() else (
-            INVALID_REQUEST if status < 500 else SERVER_ERROR)
+        code = (
+            SESSION_NOT_FOUND
+            if status == 404 and "session" in message.lower()
+            else (INVALID_REQUEST if status < 500 else SERVER_ERROR)
+        )
     body = jsonrpc_error(code, message)
-    lines = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-             "Content-Type: application/json",
-             f"Content-Length: {len(body)}"]
+    lines = [
+        f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in headers]
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
-def plain_response(status: int, body: bytes, *, content_type: str = "application/json",
-                   close: bool = False) -> bytes:
-    head = (f"HTTP/1.1 {status} {REASONS.get(status, 'OK') if status != 200 else 'OK'}\r\n"
-            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-            f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n")
+def plain_response(
+    status: int, body: bytes, *, content_type: str = "application/json", close: bool = False
+) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {REASONS.get(status, 'OK') if status != 200 else 'OK'}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        f"{'Connection: close' + chr(13) + chr(10) if close else ''}\r\n"
+    )
     return head.encode("latin-1") + body

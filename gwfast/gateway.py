@@ -16,8 +16,12 @@ log = logging.getLogger("gwfast")
 
 class Gateway:
     def __init__(
-        self, snapshot: Snapshot, sealer: SessionSealer, loop: asyncio.AbstractEventLoop,
-        *, metrics: Region | None = None,
+        self,
+        snapshot: Snapshot,
+        sealer: SessionSealer,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        metrics: Region | None = None,
     ) -> None:
         self.loop = loop
         self.sealer = sealer

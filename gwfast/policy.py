@@ -31,7 +31,7 @@ def split_authority(value: str) -> tuple[str, str] | None:
         end = value.find("]")
         if end < 0:
             return None
-        host, rest = value[: end + 1], value[end + 1:]
+        host, rest = value[: end + 1], value[end + 1 :]
         if rest and not rest.startswith(":"):
             return None
         port = rest[1:]
@@ -93,8 +93,11 @@ class OriginPolicy:
         self.any_port: set[str] = set()  # "http://name"
         pats = list(allowed)
         if loopback:
-            pats += [f"{s}://{n}:*" for s in ("http", "https") for n in
-                     ("127.0.0.1", "localhost", "[::1]")]
+            pats += [
+                f"{s}://{n}:*"
+                for s in ("http", "https")
+                for n in ("127.0.0.1", "localhost", "[::1]")
+            ]
         for p in pats:
             p = p.strip().lower().rstrip("/")
             if p.endswith(":*"):

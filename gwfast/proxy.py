@@ -86,11 +86,40 @@ BUFFERS = BufferPool()
 
 class ClientConnection(asyncio.BufferedProtocol):
     __slots__ = (
-        "gw", "loop", "scanner", "size", "buf", "mv", "start", "end", "scan_pos", "state",
-        "transport", "peer", "xff_line", "upstream", "ep", "backend", "body_left", "chunks",
-        "request_done", "close_after", "session_token", "backend_sid", "paused", "deadline",
-        "timer", "timer_at", "sent_head", "connect_task", "method", "target_rest", "head_rest",
-        "std", "place_key", "t0",
+        "gw",
+        "loop",
+        "scanner",
+        "size",
+        "buf",
+        "mv",
+        "start",
+        "end",
+        "scan_pos",
+        "state",
+        "transport",
+        "peer",
+        "xff_line",
+        "upstream",
+        "ep",
+        "backend",
+        "body_left",
+        "chunks",
+        "request_done",
+        "close_after",
+        "session_token",
+        "backend_sid",
+        "paused",
+        "deadline",
+        "timer",
+        "timer_at",
+        "sent_head",
+        "connect_task",
+        "method",
+        "target_rest",
+        "head_rest",
+        "std",
+        "place_key",
+        "t0",
     )
 
     def __init__(self, gw: Gateway) -> None:
@@ -169,7 +198,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             return self.mv  # the common case between requests: no slice to allocate
         if end == len(self.buf):
             self._make_room(force=True)
-        return self.mv[self.end:]
+        return self.mv[self.end :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
@@ -183,8 +212,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def internal_error(self) -> None:
         log.exception("internal error while handling a request")
-        self.fail(500, "internal gateway error; the gateway's log has the details",
-                  close=True)
+        self.fail(500, "internal gateway error; the gateway's log has the details", close=True)
 
     def pause_writing(self) -> None:  # the client reads slower than the endpoint writes
         up = self.upstream
@@ -279,7 +307,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         if up is None or up.transport is None:
             return
         if self.start < self.scan_pos:
-            body = self.mv[self.start:self.scan_pos]
+            body = self.mv[self.start : self.scan_pos]
             if head is None:
                 up.transport.write(body)
             else:
@@ -309,7 +337,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.size = self.std
 
     def _new_buffer(self) -> None:
-        tail = self.mv[self.start:self.end]
+        tail = self.mv[self.start : self.end]
         if self.size == self.std:
             buf, mv = BUFFERS.take(self.std)
         else:
@@ -325,7 +353,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _make_room(self, force: bool = False) -> None:
         if self.start > 0:
             n = self.end - self.start
-            self.buf[:n] = self.mv[self.start:self.end]
+            self.buf[:n] = self.mv[self.start : self.end]
             self.scan_pos -= self.start
             self.start, self.end = 0, n
         elif force:  # read before a pause took effect: never hand out an empty buffer
@@ -339,26 +367,33 @@ class ClientConnection(asyncio.BufferedProtocol):
         sc = self.scanner
         mv = self.mv
         gw = self.gw
-        method = bytes(mv[sc.method_start:sc.method_end])
-        target = bytes(mv[sc.target_start:sc.target_end])
+        method = bytes(mv[sc.method_start : sc.method_end])
+        target = bytes(mv[sc.target_start : sc.target_end])
         if target[:1] != b"/":
             target = _origin_form(target)
         path, q, query = target.partition(b"?")
-        self.close_after = (sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive)
-                            or gw.draining)  # a draining worker answers, then closes
+        self.close_after = (
+            sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive) or gw.draining
+        )  # a draining worker answers, then closes
         self.start = self.scan_pos = head_end
         self.chunks = None
         self.body_left = 0
         if sc.chunked:
             lim = gw.limits
-            self.chunks = ChunkedReader(lim.max_body_bytes, max_trailers=lim.max_headers,
-                                        max_trailer_bytes=lim.max_header_bytes)
+            self.chunks = ChunkedReader(
+                lim.max_body_bytes,
+                max_trailers=lim.max_headers,
+                max_trailer_bytes=lim.max_header_bytes,
+            )
         elif sc.content_length > 0:
             self.body_left = sc.content_length
         self.request_done = self.chunks is None and self.body_left == 0
         if not target or b"#" in target:
-            self.fail(400, "invalid request target: send an absolute path such as /name/mcp "
-                           "(no fragment; RFC 9112 §3.2)")
+            self.fail(
+                400,
+                "invalid request target: send an absolute path such as /name/mcp "
+                "(no fragment; RFC 9112 §3.2)",
+            )
             return
         if sc.host_start < 0:
             if sc.http_minor == 1:
@@ -366,20 +401,26 @@ class ClientConnection(asyncio.BufferedProtocol):
                 return
             host = b""
         else:
-            host = bytes(mv[sc.host_start:sc.host_end])
+            host = bytes(mv[sc.host_start : sc.host_end])
             allowed = gw.hosts.allows(host)
             if allowed is None:
                 self.fail(400, "invalid Host header: expected host[:port]")
                 return
             if not allowed:
-                self.fail(403, f"Host {host.decode('latin-1')!r} is not allowed: add it to "
-                               "allowed_hosts (DNS-rebinding protection)")
+                self.fail(
+                    403,
+                    f"Host {host.decode('latin-1')!r} is not allowed: add it to "
+                    "allowed_hosts (DNS-rebinding protection)",
+                )
                 return
         if sc.origin_start >= 0:
-            origin = bytes(mv[sc.origin_start:sc.origin_end])
+            origin = bytes(mv[sc.origin_start : sc.origin_end])
             if not gw.origins.allows(origin, host):
-                self.fail(403, f"Origin {origin.decode('latin-1')!r} is not allowed: add it "
-                               "to allowed_origins (DNS-rebinding protection)")
+                self.fail(
+                    403,
+                    f"Origin {origin.decode('latin-1')!r} is not allowed: add it "
+                    "to allowed_origins (DNS-rebinding protection)",
+                )
                 return
         backend = gw.routes.get(path)
         if backend is None:
@@ -387,35 +428,48 @@ class ClientConnection(asyncio.BufferedProtocol):
             return
         self.backend = backend  # from here on, errors are counted for this backend
         if method != b"POST" and method != b"GET" and method != b"DELETE":
-            self.fail(405, f"method {method.decode('latin-1')} is not allowed on an MCP "
-                           "endpoint: use POST, GET or DELETE", headers=ALLOW)
+            self.fail(
+                405,
+                f"method {method.decode('latin-1')} is not allowed on an MCP "
+                "endpoint: use POST, GET or DELETE",
+                headers=ALLOW,
+            )
             return
         if sc.content_length > gw.limits.max_body_bytes:
             self.fail(413, self._too_large())
             return
         if sc.expect_start >= 0 and not self.request_done:
-            if bytes(mv[sc.expect_start:sc.expect_end]).lower() == b"100-continue":
+            if bytes(mv[sc.expect_start : sc.expect_end]).lower() == b"100-continue":
                 self.transport.write(CONTINUE)  # type: ignore[union-attr]
         ep = None
         self.session_token = self.backend_sid = None
         if backend.session_affinity and sc.session_start >= 0:
-            token = bytes(mv[sc.session_start:sc.session_end])
+            token = bytes(mv[sc.session_start : sc.session_end])
             opened = gw.sealer.open(backend.name_b, token)
             if opened is None:
-                self.fail(404, "session not found: this Mcp-Session-Id was not issued by this "
-                               "gateway for this backend (or its key was retired); start a new "
-                               "session with initialize")
+                self.fail(
+                    404,
+                    "session not found: this Mcp-Session-Id was not issued by this "
+                    "gateway for this backend (or its key was retired); start a new "
+                    "session with initialize",
+                )
                 return
             ep = backend.by_ident.get(opened[0])
             if ep is None:
-                self.fail(404, "session not found: its endpoint is no longer configured; start "
-                               "a new session with initialize")
+                self.fail(
+                    404,
+                    "session not found: its endpoint is no longer configured; start "
+                    "a new session with initialize",
+                )
                 return
             self.session_token, self.backend_sid = token, opened[1]
         self.method = method
         # read now: by a connect retry the head may be gone from the buffer
-        self.place_key = (self._header_value(backend.placement_header)
-                          if backend.placement_header is not None else None)
+        self.place_key = (
+            self._header_value(backend.placement_header)
+            if backend.placement_header is not None
+            else None
+        )
         self.target_rest = (b"?" + query if q else b"") + b" HTTP/1.1\r\nHost: "
         self.head_rest = self._head_rest(host)
         if ep is None:
@@ -428,15 +482,21 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _head_rest(self, host: bytes) -> bytes:
         sc = self.scanner
         mv = self.mv
-        parts: list = [mv[sc.kept_start(i):sc.kept_end(i)] for i in range(sc.n_kept)]
+        parts: list = [mv[sc.kept_start(i) : sc.kept_end(i)] for i in range(sc.n_kept)]
         if sc.conn_other:
-            parts = [_drop_connection_listed(b"".join(parts),
-                                             self._header_value(b"connection") or b"")]
+            parts = [
+                _drop_connection_listed(b"".join(parts), self._header_value(b"connection") or b"")
+            ]
         if self.backend_sid is not None:
             parts += (b"Mcp-Session-Id: ", self.backend_sid, b"\r\n")
         if sc.xff_start >= 0:
-            parts += (b"X-Forwarded-For: ", mv[sc.xff_start:sc.xff_end], b", ", self.peer,
-                      b"\r\n")
+            parts += (
+                b"X-Forwarded-For: ",
+                mv[sc.xff_start : sc.xff_end],
+                b", ",
+                self.peer,
+                b"\r\n",
+            )
         else:
             parts.append(self.xff_line)
         parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, b"\r\n\r\n")
@@ -444,7 +504,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _header_value(self, name: bytes) -> bytes | None:
         """Slow path: the first value of any header, found in the raw head."""
-        head = bytes(self.mv[self.scanner.method_start:self.start])
+        head = bytes(self.mv[self.scanner.method_start : self.start])
         m = re.search(rb"\r\n" + re.escape(name) + rb"[ \t]*:[ \t]*([^\r]*)", head, re.I)
         return m.group(1).strip() if m else None
 
@@ -486,8 +546,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             except (TimeoutError, OSError) as e:
                 if self.state == CLOSED:
                     return
-                why = "timed out" if isinstance(e, asyncio.TimeoutError) else (
-                    e.strerror or str(e))
+                why = "timed out" if isinstance(e, asyncio.TimeoutError) else (e.strerror or str(e))
                 b = self.backend
                 b.m[b.m_base + CONNECT_FAILURES] += 1
                 if ep.healthy:
@@ -496,14 +555,20 @@ class ClientConnection(asyncio.BufferedProtocol):
                     b.m[b.m_base + EJECTIONS] += 1
                 self._end_request()
                 if self.session_token is not None:
-                    self.fail(404, "session not found: its endpoint is unavailable; start a new "
-                                   "session with initialize")
+                    self.fail(
+                        404,
+                        "session not found: its endpoint is unavailable; start a new "
+                        "session with initialize",
+                    )
                     return
                 tried.add(ep.index)
                 nxt = self._choose(self.backend, tried)
                 if nxt is None:
-                    self.fail(502, f"could not connect to any endpoint of backend "
-                                   f"{self.backend.name!r} (last: {why})")
+                    self.fail(
+                        502,
+                        f"could not connect to any endpoint of backend "
+                        f"{self.backend.name!r} (last: {why})",
+                    )
                     return
                 self.ep = nxt
                 nxt.outstanding += 1
@@ -525,8 +590,19 @@ class ClientConnection(asyncio.BufferedProtocol):
         up.begin(self, no_body=False)
         if not self._advance():
             return
-        self._send_body(b"".join((self.method, b" ", ep.path, self.target_rest, ep.authority,
-                                  b"\r\n", self.head_rest)))
+        self._send_body(
+            b"".join(
+                (
+                    self.method,
+                    b" ",
+                    ep.path,
+                    self.target_rest,
+                    ep.authority,
+                    b"\r\n",
+                    self.head_rest,
+                )
+            )
+        )
         self._body()
 
     def _local(self, method: bytes, path: bytes) -> None:
@@ -538,13 +614,15 @@ class ClientConnection(asyncio.BufferedProtocol):
             if path == b"/readyz" and not (self.gw.ready and self.gw.any_healthy()):
                 self.fail(503, "not ready: no healthy endpoint yet", close=False)
                 return
-            self._answer(HEALTHZ if path == b"/healthz" else
-                         plain_response(200, b'{"status":"ready"}'))
+            self._answer(
+                HEALTHZ if path == b"/healthz" else plain_response(200, b'{"status":"ready"}')
+            )
             return
         name = path.split(b"/")[1].decode("latin-1") if path.count(b"/") >= 2 else ""
         if path.endswith(b"/mcp") and name:
-            self.fail(404, f"unknown backend {name!r}: use /{{backend}}/mcp with a configured "
-                           "backend")
+            self.fail(
+                404, f"unknown backend {name!r}: use /{{backend}}/mcp with a configured backend"
+            )
         else:
             self.fail(404, "no route for this path: MCP backends are served at /{backend}/mcp")
 
@@ -652,8 +730,14 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    def fail(self, status: int, message: str, *, close: bool | None = None,
-             headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def fail(
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         """Answer an error the gateway found itself. The connection is closed after framing
         errors and timeouts (the byte stream can no longer be trusted) and whenever part of
         the request body is still unread; otherwise it stays open for the next request."""
@@ -679,8 +763,10 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._request_finished()
 
     def _too_large(self) -> str:
-        return (f"request body over the limit of {self.gw.limits.max_body_bytes} bytes "
-                "(limits.max_body_bytes)")
+        return (
+            f"request body over the limit of {self.gw.limits.max_body_bytes} bytes "
+            "(limits.max_body_bytes)"
+        )
 
     # ------------------------------------------------------------------ timers
     def _arm(self, deadline: float) -> None:
@@ -705,19 +791,23 @@ class ClientConnection(asyncio.BufferedProtocol):
         if st == IDLE:
             self._close()
         elif st == HEAD:
-            self.fail(408, f"request head not complete within {t.header_read:g}s "
-                           "(timeouts.header_read)")
+            self.fail(
+                408, f"request head not complete within {t.header_read:g}s (timeouts.header_read)"
+            )
         elif not self.request_done:
-            self.fail(408, f"request body stalled for over {t.body_read:g}s "
-                           "(timeouts.body_read)")
+            self.fail(408, f"request body stalled for over {t.body_read:g}s (timeouts.body_read)")
         elif st == CONNECTING:
             self._arm(self.loop.time() + t.connect)  # the connect attempt has its own limit
         elif not self.sent_head:
-            self.fail(504, f"the endpoint sent no response within {t.response_header:g}s "
-                           "(timeouts.response_header)")
+            self.fail(
+                504,
+                f"the endpoint sent no response within {t.response_header:g}s "
+                "(timeouts.response_header)",
+            )
         else:
-            log.info("closing a response silent for over %gs (timeouts.upstream_read)",
-                     t.upstream_read)
+            log.info(
+                "closing a response silent for over %gs (timeouts.upstream_read)", t.upstream_read
+            )
             self._close()
 
 
@@ -726,7 +816,7 @@ def _origin_form(target: bytes) -> bytes:
     when the target is neither form (answered with 400)."""
     low = target[:8].lower()
     if low.startswith(b"http://") or low.startswith(b"https://"):
-        rest = target[target.index(b"//") + 2:]
+        rest = target[target.index(b"//") + 2 :]
         slash = rest.find(b"/")
         return rest[slash:] if slash >= 0 else b"/"
     return b""

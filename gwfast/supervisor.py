@@ -236,8 +236,9 @@ class Supervisor:
                     else:
                         if self.admin_sock is not None:
                             self.admin_sock.close()
-                        run_worker(loaded, reuse_port=True, channel=theirs,
-                                   metrics=self.block.region(slot))
+                        run_worker(
+                            loaded, reuse_port=True, channel=theirs, metrics=self.block.region(slot)
+                        )
                 code = 0
             except BaseException:  # noqa: BLE001 - report and exit the child
                 log.exception("worker %d crashed", os.getpid())

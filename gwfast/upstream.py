@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from gwfast.proxy import ClientConnection
 
 # RFC 9110 §7.6.1: connection-specific fields a proxy must not forward
-HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                        b"upgrade"))
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade")
+)
 SESSION_HEADER = b"mcp-session-id"
 MAX_RESPONSE_HEAD = 65536
 
@@ -33,9 +34,26 @@ HEAD, BODY, DONE = 0, 1, 2
 class Upstream(asyncio.Protocol):
     """One connection to an endpoint; relays one response at a time to a client."""
 
-    __slots__ = ("ep", "pool", "transport", "client", "parser", "state", "head_buf",
-                 "headers", "complete", "headers_done", "reframe", "keep_alive", "closed",
-                 "idle_since", "requests", "no_body", "status", "streaming")
+    __slots__ = (
+        "ep",
+        "pool",
+        "transport",
+        "client",
+        "parser",
+        "state",
+        "head_buf",
+        "headers",
+        "complete",
+        "headers_done",
+        "reframe",
+        "keep_alive",
+        "closed",
+        "idle_since",
+        "requests",
+        "no_body",
+        "status",
+        "streaming",
+    )
 
     def __init__(self, ep: Endpoint, pool: Pool) -> None:
         self.ep = ep
@@ -244,8 +262,9 @@ class Upstream(asyncio.Protocol):
 class Pool:
     """Idle keep-alive connections per endpoint, newest first, closed after `keepalive`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, keepalive: float,
-                 max_idle: int = 256) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, *, keepalive: float, max_idle: int = 256
+    ) -> None:
         self.loop = loop
         self.keepalive = keepalive
         self.max_idle = max_idle
@@ -285,8 +304,7 @@ class Pool:
 
     async def connect(self, ep: Endpoint, timeout: float) -> Upstream:
         up = Upstream(ep, self)
-        await asyncio.wait_for(
-            self.loop.create_connection(lambda: up, ep.host, ep.port), timeout)
+        await asyncio.wait_for(self.loop.create_connection(lambda: up, ep.host, ep.port), timeout)
         return up
 
     def _reap(self) -> None:

@@ -209,8 +209,9 @@ class Worker:
         self.stopping = asyncio.Event()
         self.now = False  # stop without waiting for requests in flight
         snapshot = Snapshot.build(self.loaded.config, self.loaded.backends)
-        gw = self.gw = Gateway(snapshot, SessionSealer(self.loaded.keys), loop,
-                               metrics=self.metrics)
+        gw = self.gw = Gateway(
+            snapshot, SessionSealer(self.loaded.keys), loop, metrics=self.metrics
+        )
         sock = listen_socket(snapshot.host, snapshot.port, reuse_port=self.reuse_port)
         self.server = await loop.create_server(lambda: ClientConnection(gw), sock=sock)
         admin_server = None
@@ -386,8 +387,14 @@ def run_worker(
     metrics: Region | None = None,
     admin_sock: socket.socket | None = None,
 ) -> None:
-    worker = Worker(loaded, reuse_port=reuse_port, channel=channel, source=source,
-                    metrics=metrics, admin_sock=admin_sock)
+    worker = Worker(
+        loaded,
+        reuse_port=reuse_port,
+        channel=channel,
+        source=source,
+        metrics=metrics,
+        admin_sock=admin_sock,
+    )
     uvloop.run(worker.serve())
 
 
@@ -401,8 +408,13 @@ def run(config_path: str | Path) -> int:
         # the same metrics code as with N workers, with one region; this process serves
         # the admin listener itself
         admin_listen = loaded.config.admin_listen
-        run_worker(loaded, reuse_port=False, source=source, metrics=SharedBlock(1).region(0),
-                   admin_sock=admin.bind(admin_listen) if admin_listen else None)
+        run_worker(
+            loaded,
+            reuse_port=False,
+            source=source,
+            metrics=SharedBlock(1).region(0),
+            admin_sock=admin.bind(admin_listen) if admin_listen else None,
+        )
         return 0
     from gwfast.supervisor import Supervisor  # it imports this module
 

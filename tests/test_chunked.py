@@ -4,12 +4,25 @@ import pytest
 
 from gwfast.chunked import ChunkedReader, ChunkError
 
-GOOD = [b"5\r\nhello\r\n0\r\n\r\n", b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
-        b"0\r\nTrailer-Field: x\r\n\r\n"]
-BAD = [b"x\r\n", b"5\r\nhelloX\r\n", b"5\nhello\r\n", b"5\r\nhello\n0\r\n\r\n",
-       b"1" * 20 + b"\r\n", b"-5\r\nhello\r\n", b"5;\x00\r\nhello\r\n", b"\r\n",
-       b"0\r\nbad trailer\r\n\r\n", b"5\r\r\nhello\r\n",
-       b"0\r\nContent-Length: 5\r\n\r\n", b"0\r\ntransfer-encoding: chunked\r\n\r\n"]
+GOOD = [
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n",
+    b"0\r\nTrailer-Field: x\r\n\r\n",
+]
+BAD = [
+    b"x\r\n",
+    b"5\r\nhelloX\r\n",
+    b"5\nhello\r\n",
+    b"5\r\nhello\n0\r\n\r\n",
+    b"1" * 20 + b"\r\n",
+    b"-5\r\nhello\r\n",
+    b"5;\x00\r\nhello\r\n",
+    b"\r\n",
+    b"0\r\nbad trailer\r\n\r\n",
+    b"5\r\r\nhello\r\n",
+    b"0\r\nContent-Length: 5\r\n\r\n",
+    b"0\r\ntransfer-encoding: chunked\r\n\r\n",
+]
 
 
 @pytest.mark.parametrize("body", GOOD)

@@ -553,9 +553,10 @@ def test_fuzz_twins_and_feeding_agree() -> None:
     assert any(kind[0] == "done" for kind in kinds)
 
 
-@pytest.mark.parametrize("value,expected", [(b"1000000000000000000", "huge"),
-                                            (b"9" * 30, "huge"),
-                                            (b"0" * 25 + b"42", 42)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [(b"1000000000000000000", "huge"), (b"9" * 30, "huge"), (b"0" * 25 + b"42", 42)],
+)
 def test_content_length_beyond_64_bits_reads_as_huge(scanner_cls: type, value, expected) -> None:
     from gwfast._native.headscan_py import CL_HUGE
 

@@ -17,7 +17,9 @@ def test_non_loopback_default_allows_any_valid_host():
 
 def test_explicit_hosts():
     p = HostPolicy(["mcp.example.com", "gw:*"], loopback=False)
-    assert p.allows(b"MCP.example.com") and p.allows(b"gw:9") and not p.allows(b"mcp.example.com:81")
+    assert (
+        p.allows(b"MCP.example.com") and p.allows(b"gw:9") and not p.allows(b"mcp.example.com:81")
+    )
 
 
 def test_origins():

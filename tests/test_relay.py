@@ -40,9 +40,11 @@ def _read_until(s: socket.socket, marker: bytes, limit: float = 10.0) -> bytes:
     return data
 
 
-POST = (b"POST /relay/mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Accept: application/json, text/event-stream\r\nConnection: keep-alive, X-Drop\r\n"
-        b"X-Drop: secret\r\nKeep-Alive: timeout=5\r\nX-Custom: kept\r\n")
+POST = (
+    b"POST /relay/mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Accept: application/json, text/event-stream\r\nConnection: keep-alive, X-Drop\r\n"
+    b"X-Drop: secret\r\nKeep-Alive: timeout=5\r\nX-Custom: kept\r\n"
+)
 
 
 @pytest.fixture
@@ -52,8 +54,10 @@ def sse_gate():
 
 def test_sse_events_are_relayed_one_at_a_time(gateway_factory, sse_gate):
     def handler(conn: socket.socket, head: bytes):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         ev = b"event: message\ndata: one\n\n"
         conn.sendall(b"%x\r\n%s\r\n" % (len(ev), ev))
         assert sse_gate.wait(10)  # the second event waits for the client to see the first
@@ -82,8 +86,10 @@ def test_sse_events_are_relayed_one_at_a_time(gateway_factory, sse_gate):
 
 def test_close_delimited_body_is_rechunked_and_connection_kept(gateway_factory):
     def handler(conn: socket.socket, head: bytes):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\n\r\n{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b'Connection: close\r\n\r\n{"jsonrpc":"2.0","id":1,"result":{}}'
+        )
         return False  # close: the body ends here
 
     up = ScriptedUpstream(handler)
@@ -143,8 +149,9 @@ def test_chunked_request_body_is_relayed_with_its_framing(gateway_factory):
 
 def test_upstream_connections_are_pooled_and_reused(gateway_factory):
     def handler(conn: socket.socket, head: bytes):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 2\r\n\r\n{}")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
 
     up = ScriptedUpstream(handler)
     gw = gateway_factory.start({"relay": _cfg(up.url, interval="60s")})
@@ -167,8 +174,10 @@ def test_client_leaving_closes_the_upstream_stream_at_once(gateway_factory):
     closed = threading.Event()
 
     def handler(conn: socket.socket, head: bytes):
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         ev = b"data: tick\n\n"
         try:
             for _ in range(200):  # a stream that would run for 20 s
@@ -181,8 +190,9 @@ def test_client_leaving_closes_the_upstream_stream_at_once(gateway_factory):
 
     up = ScriptedUpstream(handler)
     gw = gateway_factory.start({"relay": _cfg(up.url, interval="60s")})
-    s = _request(gw.port, b"GET /relay/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                          b"Accept: text/event-stream\r\n\r\n")
+    s = _request(
+        gw.port, b"GET /relay/mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+    )
     _read_until(s, b"data: tick")
     s.close()
     assert closed.wait(5), "the upstream stream was still open 5 s after the client left"

@@ -16,9 +16,18 @@ from gwfast._testbase.procs import free_port
 
 pytestmark = pytest.mark.timeout(120)
 
-INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-06-18", "capabilities": {},
-    "clientInfo": {"name": "t", "version": "1"}}})
+INIT = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        },
+    }
+)
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 
 
@@ -36,8 +45,7 @@ async def _whoami(url: str) -> str:
         return (await c.call_tool("whoami", {})).content[0].text
 
 
-async def test_new_sessions_never_fail_while_one_endpoint_lives(backend_factory,
-                                                                 gateway_factory):
+async def test_new_sessions_never_fail_while_one_endpoint_lives(backend_factory, gateway_factory):
     (live,) = backend_factory.start(1, prefix="live")
     dead = [f"http://127.0.0.1:{free_port()}/mcp" for _ in range(2)]
     # a long health interval: the dead endpoints are found by live traffic (passive checks)
@@ -75,8 +83,7 @@ def _get(port: int, path: str, headers: dict | None = None):
     return r.status, data, r
 
 
-async def test_get_stream_and_delete_reach_the_session_endpoint(backend_factory,
-                                                                gateway_factory):
+async def test_get_stream_and_delete_reach_the_session_endpoint(backend_factory, gateway_factory):
     reps = backend_factory.start(3, prefix="own")
     gw = gateway_factory.start({"b": backend_config([r.url for r in reps])})
     for _ in range(6):
@@ -84,19 +91,30 @@ async def test_get_stream_and_delete_reach_the_session_endpoint(backend_factory,
         assert r.status == 200
         sid, owner = r.getheader("mcp-session-id"), r.getheader("x-replica")
         note = json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"})
-        r, _ = _post(gw.port, "/b/mcp", note, {"Mcp-Session-Id": sid,
-                                               "MCP-Protocol-Version": "2025-06-18"})
+        r, _ = _post(
+            gw.port, "/b/mcp", note, {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+        )
         assert r.status == 202 and r.getheader("x-replica") == owner
         c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-        c.request("GET", "/b/mcp", headers={"Accept": "text/event-stream",
-                                             "Mcp-Session-Id": sid, "Last-Event-ID": "0_x",
-                                             "MCP-Protocol-Version": "2025-06-18"})
+        c.request(
+            "GET",
+            "/b/mcp",
+            headers={
+                "Accept": "text/event-stream",
+                "Mcp-Session-Id": sid,
+                "Last-Event-ID": "0_x",
+                "MCP-Protocol-Version": "2025-06-18",
+            },
+        )
         resp = c.getresponse()
         assert resp.getheader("x-replica") == owner
         c.close()
         c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
-        c.request("DELETE", "/b/mcp", headers={"Mcp-Session-Id": sid,
-                                                "MCP-Protocol-Version": "2025-06-18"})
+        c.request(
+            "DELETE",
+            "/b/mcp",
+            headers={"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"},
+        )
         resp = c.getresponse()
         resp.read()
         assert resp.status == 200 and resp.getheader("x-replica") == owner
@@ -107,7 +125,8 @@ async def test_get_stream_and_delete_reach_the_session_endpoint(backend_factory,
 
 
 async def test_session_ids_are_the_gateways_and_route_across_gateway_replicas(
-        backend_factory, gateway_factory):
+    backend_factory, gateway_factory
+):
     reps = backend_factory.start(2, prefix="xgw")
     cfg = {"b": backend_config([r.url for r in reps])}
     key = ["QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVowMTIzNDU="]
@@ -118,8 +137,9 @@ async def test_session_ids_are_the_gateways_and_route_across_gateway_replicas(
     assert sid and not sid.startswith(("0", "1", "2")) and len(sid) > 40
     listed = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     for port in (gw1.port, gw2.port, gw2.port):
-        r, body = _post(port, "/b/mcp", listed, {"Mcp-Session-Id": sid,
-                                                 "MCP-Protocol-Version": "2025-06-18"})
+        r, body = _post(
+            port, "/b/mcp", listed, {"Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"}
+        )
         assert r.status == 200 and r.getheader("x-replica") == owner, body
 
 

@@ -25,7 +25,15 @@ def test_forged_and_foreign_ids_do_not_open():
     token = s.seal(b"a", b"E" * 8, b"sid")
     flipped = bytearray(token)
     flipped[-5] ^= 1
-    for bad in (b"", b"garbage", bytes(flipped), token[:-1], token + b"A", b"\xff" * 40,
-                b"A" * 5000, SessionSealer([os.urandom(32)]).seal(b"a", b"E" * 8, b"sid")):
+    for bad in (
+        b"",
+        b"garbage",
+        bytes(flipped),
+        token[:-1],
+        token + b"A",
+        b"\xff" * 40,
+        b"A" * 5000,
+        SessionSealer([os.urandom(32)]).seal(b"a", b"E" * 8, b"sid"),
+    ):
         assert s.open(b"a", bytes(bad)) is None
     assert s.open(b"other-backend", token) is None

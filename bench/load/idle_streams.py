@@ -48,12 +48,15 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
-async def open_stream(port: int, path: str, sid: str) -> tuple[asyncio.StreamReader,
-                                                              asyncio.StreamWriter]:
+async def open_stream(
+    port: int, path: str, sid: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                 f"Accept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n"
-                 "MCP-Protocol-Version: 2025-06-18\r\n\r\n".encode())
+    writer.write(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Accept: text/event-stream\r\nMcp-Session-Id: {sid}\r\n"
+        "MCP-Protocol-Version: 2025-06-18\r\n\r\n".encode()
+    )
     data = b""
     while PRIMING not in data:
         chunk = await asyncio.wait_for(reader.read(4096), 30)
@@ -91,8 +94,13 @@ async def hold_streams(port: int, path: str, sessions: list[str], n: int, measur
             still_open += 1
     for _, writer in streams:
         writer.close()
-    return {"opened": len(streams), "errors": errors, "opened_in_s": opened_in,
-            "still_open": still_open, "during": during}
+    return {
+        "opened": len(streams),
+        "errors": errors,
+        "opened_in_s": opened_in,
+        "still_open": still_open,
+        "during": during,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,9 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         fit = (hard - 200) // 2
-        print(f"the open-file limit here is {hard} (raising it needs CAP_SYS_RESOURCE): one "
-              f"worker can hold {fit} streams, not {args.streams}; measuring {fit}",
-              file=sys.stderr)
+        print(
+            f"the open-file limit here is {hard} (raising it needs CAP_SYS_RESOURCE): one "
+            f"worker can hold {fit} streams, not {args.streams}; measuring {fit}",
+            file=sys.stderr,
+        )
         args.streams = fit
     tools = ensure_tools(install=not args.no_install)
     work = Path(tempfile.mkdtemp(prefix="gwfast-streams-"))
@@ -128,17 +138,31 @@ def main(argv: list[str] | None = None) -> int:
 
         def measure():
             c0 = gw.proc.cpu_seconds()
-            r = run_wrk(tools["wrk"], gw.url, sfile, cpus={0}, duration=args.duration,
-                        connections=args.connections)
+            r = run_wrk(
+                tools["wrk"],
+                gw.url,
+                sfile,
+                cpus={0},
+                duration=args.duration,
+                connections=args.connections,
+            )
             cpu = gw.proc.cpu_seconds() - c0
-            return {"rps": r.rps, "us_per_req": cpu * 1e6 / max(r.requests, 1),
-                    "p50_us": r.p50_us, "p99_us": r.p99_us, "errors": r.errors}
+            return {
+                "rps": r.rps,
+                "us_per_req": cpu * 1e6 / max(r.requests, 1),
+                "p50_us": r.p50_us,
+                "p99_us": r.p99_us,
+                "errors": r.errors,
+            }
 
         rss0 = rss_mb(gw.proc.pid)
         before = measure()
         rss1 = rss_mb(gw.proc.pid)
-        res = uvloop.run(hold_streams(port, "/bench/mcp", sessions, args.streams,
-                                      lambda: (measure(), rss_mb(gw.proc.pid))))
+        res = uvloop.run(
+            hold_streams(
+                port, "/bench/mcp", sessions, args.streams, lambda: (measure(), rss_mb(gw.proc.pid))
+            )
+        )
         during, rss2 = res["during"]
         deadline = time.monotonic() + 15
         while (left := count_established(gw.proc.pid, bport)) > 0 and time.monotonic() < deadline:
@@ -146,15 +170,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n# {args.streams} idle GET streams through one gwfast worker\n")
         print("| | req/s | proxy µs/req | p50 µs | p99 µs | wrk errors | gateway RSS MB |")
         print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, m, rss in (("before", before, rss1), (f"with {res['opened']} streams", during,
-                                                         rss2)):
-            print(f"| {name} | {m['rps']:,.0f} | {m['us_per_req']:.1f} | {m['p50_us']:.0f} | "
-                  f"{m['p99_us']:.0f} | {m['errors']} | {rss:.0f} |")
-        print(f"\nstreams opened {res['opened']}/{args.streams} in {res['opened_in_s']:.1f}s, "
-              f"errors {len(res['errors'])}, still open after the load {res['still_open']}; "
-              f"RSS at start {rss0:.0f} MB, growth with the streams {rss2 - rss1:.0f} MB; "
-              f"gateway connections to the backend 15 s after closing: {left} "
-              f"(idle pooled ones allowed)")
+        for name, m, rss in (
+            ("before", before, rss1),
+            (f"with {res['opened']} streams", during, rss2),
+        ):
+            print(
+                f"| {name} | {m['rps']:,.0f} | {m['us_per_req']:.1f} | {m['p50_us']:.0f} | "
+                f"{m['p99_us']:.0f} | {m['errors']} | {rss:.0f} |"
+            )
+        print(
+            f"\nstreams opened {res['opened']}/{args.streams} in {res['opened_in_s']:.1f}s, "
+            f"errors {len(res['errors'])}, still open after the load {res['still_open']}; "
+            f"RSS at start {rss0:.0f} MB, growth with the streams {rss2 - rss1:.0f} MB; "
+            f"gateway connections to the backend 15 s after closing: {left} "
+            f"(idle pooled ones allowed)"
+        )
         for e in res["errors"][:5]:
             print("  error:", e)
         ok = not res["errors"] and res["still_open"] == res["opened"] == args.streams

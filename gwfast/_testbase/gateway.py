@@ -19,8 +19,14 @@ class Gateway:
     `url(backend)` gives the MCP endpoint of a backend through the gateway.
     """
 
-    def __init__(self, config: dict[str, Any], *, workdir: Path,
-                 env: dict[str, str] | None = None, name: str = "gateway") -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "gateway",
+    ) -> None:
         self.port = free_port()
         cfg = dict(config)
         cfg.setdefault("listen", f"127.0.0.1:{self.port}")
@@ -39,8 +45,11 @@ class Gateway:
         self.proc: Proc | None = None
 
     def start(self, *, timeout: float = 20.0) -> Gateway:
-        self.proc = Proc(python_argv("-m", "gwfast", "proxy", "--config", str(self.config_path)),
-                         env={"PYTHONUNBUFFERED": "1", **self.env}, log=self.log)
+        self.proc = Proc(
+            python_argv("-m", "gwfast", "proxy", "--config", str(self.config_path)),
+            env={"PYTHONUNBUFFERED": "1", **self.env},
+            log=self.log,
+        )
         wait_port(self.port, timeout=timeout, proc=self.proc.popen)
         return self
 

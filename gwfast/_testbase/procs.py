@@ -21,14 +21,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0,
-              proc: subprocess.Popen | None = None) -> None:
+def wait_port(
+    port: int,
+    *,
+    host: str = "127.0.0.1",
+    timeout: float = 20.0,
+    proc: subprocess.Popen | None = None,
+) -> None:
     """Wait until something accepts TCP connections on host:port."""
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} "
-                               f"before listening on {port}")
+            raise RuntimeError(
+                f"process {proc.args!r} exited with {proc.returncode} before listening on {port}"
+            )
         with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return
         if time.monotonic() > deadline:
@@ -39,17 +45,29 @@ def wait_port(port: int, *, host: str = "127.0.0.1", timeout: float = 20.0,
 class Proc:
     """A child process in its own process group, killed with its children on stop()."""
 
-    def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.argv = list(argv)
         full_env = dict(os.environ)
         if env:
             full_env.update(env)
         self.log = log
         out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.popen = subprocess.Popen(self.argv, env=full_env, cwd=cwd, stdout=out,
-                                      stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv,
+            env=full_env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if log:
             out.close()
 
