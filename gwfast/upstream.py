@@ -2,33 +2,45 @@
 
 An `Upstream` carries one request at a time. It finds the response head itself, rewrites the
 few headers that must change (hop-by-hop ones, `Mcp-Session-Id`) and relays the body bytes
-exactly as they arrive: SSE events are never held back. httptools follows the body framing so
-the connection can go back to the pool when the response ends (RFC 9112 §6.3).
+exactly as they arrive: SSE events are never held back. The native response scanner reads the
+head in one pass and the body is followed by its length or the native chunk reader, so the
+connection can go back to the pool when the response ends (RFC 9112 §6.3).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
-import httptools
-
+from gwfast._native.chunks import MAX_BODY_CAP, ChunkError, ChunkReader
+from gwfast._native.headscan import HeadError
+from gwfast._native.resphead import ResponseScanner
 from gwfast.metrics import STREAMS, UPSTREAM
 
 if TYPE_CHECKING:
     from gwfast.model import Endpoint
     from gwfast.proxy import ClientConnection
 
-# RFC 9110 §7.6.1: connection-specific fields a proxy must not forward
-HOP_BY_HOP = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade")
-)
-SESSION_HEADER = b"mcp-session-id"
-MAX_RESPONSE_HEAD = 65536
+# Dropped from responses by the scanner (RFC 9110 §7.6.1): Connection, Keep-Alive,
+# Proxy-Connection, TE, Trailer, Upgrade; and Mcp-Session-Id, which the relay rewrites.
 
 HEAD, BODY, DONE = 0, 1, 2
+RESPONSE = ResponseScanner()  # shared by the worker's connections: scans never interleave
+
+
+def _drop_listed(lines: bytes, head: bytes) -> bytes:
+    """Slow path: drop the header lines that the response's Connection field names."""
+    m = re.search(rb"\r\nconnection[ \t]*:[ \t]*([^\r]*)", head, re.I)
+    names = {t.strip().lower() for t in (m.group(1) if m else b"").split(b",") if t.strip()}
+    out = [
+        ln
+        for ln in lines.split(b"\r\n")
+        if not (ln and ln.split(b":", 1)[0].strip().lower() in names)
+    ]
+    return b"\r\n".join(out)
 
 
 class Upstream(asyncio.Protocol):
@@ -39,12 +51,10 @@ class Upstream(asyncio.Protocol):
         "pool",
         "transport",
         "client",
-        "parser",
         "state",
         "head_buf",
-        "headers",
-        "complete",
-        "headers_done",
+        "body_left",
+        "chunks",
         "reframe",
         "keep_alive",
         "closed",
@@ -60,12 +70,10 @@ class Upstream(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.client: ClientConnection | None = None
-        self.parser = httptools.HttpResponseParser(self)
         self.state = DONE
         self.head_buf: bytearray | None = None
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.complete = False
-        self.headers_done = False
+        self.body_left = 0  # bytes of a Content-Length body still to come; -1 otherwise
+        self.chunks: ChunkReader | None = None  # follows a chunked body
         self.reframe = False  # close-delimited body relayed to the client as chunked
         self.keep_alive = True
         self.closed = False
@@ -74,16 +82,6 @@ class Upstream(asyncio.Protocol):
         self.no_body = False
         self.status = 0  # of the response being relayed (metrics: its status class)
         self.streaming = False  # counted in the backend's open-streams gauge
-
-    # -- httptools callbacks (set flags only; the relay acts after feed_data returns) --
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-
-    def on_message_complete(self) -> None:
-        self.complete = True
 
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -127,9 +125,7 @@ class Upstream(asyncio.Protocol):
         self.client = client
         self.state = HEAD
         self.head_buf = None
-        self.headers = []
-        self.complete = False
-        self.headers_done = False
+        self.chunks = None
         self.reframe = False
         self.no_body = no_body
         self.requests += 1
@@ -157,7 +153,7 @@ class Upstream(asyncio.Protocol):
             return
         client.upstream_activity()
         if self.state == BODY:
-            self._body(client, data)
+            self._body(client, data, 0)
             return
         if self.state != HEAD:
             self.close()
@@ -165,83 +161,97 @@ class Upstream(asyncio.Protocol):
         if self.head_buf is not None:
             self.head_buf += data
             data = bytes(self.head_buf)
-        end = data.find(b"\r\n\r\n")
-        if end < 0:
-            if len(data) > MAX_RESPONSE_HEAD:
-                self._bad(client, "the endpoint sent a response head over 64 KiB")
-            elif self.head_buf is None:
+        sc = RESPONSE
+        sc.reset()  # one scanner per worker: each call scans a new bytes object from 0
+        try:
+            end = sc.scan(data, 0, len(data))
+        except HeadError as e:
+            self._bad(client, e.message)
+            return
+        if end == 0:
+            if self.head_buf is None:
                 self.head_buf = bytearray(data)
             return
         self.head_buf = None
-        end += 4
-        try:
-            self.parser.feed_data(data[:end])
-        except httptools.HttpParserError as e:
-            self._bad(client, f"the endpoint sent a malformed response ({e})")
-            return
-        status = self.parser.get_status_code()
-        if status < 200:  # interim response (103 Early Hints): not relayed
-            self.headers = []
-            self.headers_done = self.complete = False
-            if len(data) > end:
+        status = sc.status
+        if status < 200:
+            if status == 101:
+                self._bad(client, "the endpoint switched protocols (101), which MCP never does")
+                return
+            if len(data) > end:  # interim response (103 Early Hints): not relayed
                 self._received(data[end:])
             return
-        self.keep_alive = self.parser.should_keep_alive()
         self.status = status
-        head = self._client_head(client, data, status)
-        self.state = BODY
-        body = None
-        if len(data) > end:
-            body = memoryview(data)[end:]
-            if self.reframe:
-                body = b"%x\r\n%b\r\n" % (len(body), body)
-            else:
-                try:
-                    self.parser.feed_data(body)
-                except httptools.HttpParserError as e:
-                    self._bad(client, f"the endpoint sent malformed body framing ({e})")
-                    return
-        client.response_head(head, body)
-        if self.client is not None:
-            if self.complete:
-                self._finish(client)
-            else:  # the body goes on after this read: a stream (SSE) or a long body
-                self.streaming = True
-                b = self.ep.backend
-                b.m[b.m_base + STREAMS] += 1
-
-    def _client_head(self, client: ClientConnection, data: bytes, status: int) -> bytes:
-        line_end = data.find(b"\r\n") + 2
-        parts = [b"HTTP/1.1" + data[8:line_end]]
-        framed = self.no_body or status in (204, 304)
-        for name, value in self.headers:
-            low = name.lower()
-            if low in HOP_BY_HOP:
-                continue
-            if low == SESSION_HEADER:
-                value = client.session_for_client(value)
-            elif low == b"content-length" or low == b"transfer-encoding":
-                framed = True
-            parts += (name, b": ", value, b"\r\n")
-        if not framed:  # body ends at close: relay it chunked so the client keeps alive
+        self.keep_alive = not sc.conn_close and (sc.http_minor == 1 or sc.conn_keep_alive)
+        self.reframe = False
+        self.chunks = None
+        if self.no_body or status == 204 or status == 304:
+            self.body_left = 0
+        elif sc.chunked:
+            self.chunks = ChunkReader(MAX_BODY_CAP)
+            self.body_left = -1
+        elif sc.content_length >= 0:
+            self.body_left = sc.content_length
+        else:  # the body ends at close: relay it chunked so the client keeps alive
             self.reframe = True
+            self.keep_alive = False
+            self.body_left = -1
+        head = self._client_head(client, sc, data)
+        self.state = BODY
+        if len(data) > end:
+            self._body(client, data, end, head)
+        else:
+            client.response_head(head, None)
+            if self.body_left == 0 and self.client is not None:
+                self._finish(client)
+        if self.client is not None and self.state == BODY and not self.streaming:
+            # the body goes on after this read: a stream (SSE) or a long body
+            self.streaming = True
+            b = self.ep.backend
+            b.m[b.m_base + STREAMS] += 1
+
+    def _client_head(self, client: ClientConnection, sc, data: bytes) -> bytes:
+        parts = [b"HTTP/1.1", data[8 : sc.line_end]]
+        for i in range(sc.n_kept):
+            parts.append(data[sc.kept_start(i) : sc.kept_end(i)])
+        if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
+            parts = [parts[0], parts[1], _drop_listed(b"".join(parts[2:]), data)]
+        if sc.session_start >= 0:
+            sid = client.session_for_client(data[sc.session_start : sc.session_end])
+            parts += (b"Mcp-Session-Id: ", sid, b"\r\n")
+        if self.reframe:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if client.close_after:
             parts.append(b"Connection: close\r\n")
         parts.append(b"\r\n")
         return b"".join(parts)
 
-    def _body(self, client: ClientConnection, data: bytes) -> None:
+    def _body(self, client: ClientConnection, data: bytes, pos: int, head=None) -> None:
+        """Relay data[pos:] (after `head`, in one writev) and follow the framing to the end."""
+        n = len(data)
+        done = False
         if self.reframe:
-            client.write_upstream(b"%x\r\n%b\r\n" % (len(data), data))
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self._bad(client, f"the endpoint sent malformed body framing ({e})")
-            return
-        client.write_upstream(data)
-        if self.complete:
+            body = b"%x\r\n%b\r\n" % (n - pos, memoryview(data)[pos:])
+        else:
+            if self.chunks is not None:
+                try:
+                    stop = self.chunks.feed(data, pos, n)
+                except ChunkError as e:
+                    self._bad(client, f"the endpoint sent malformed chunked framing ({e})")
+                    return
+                done = self.chunks.done
+            else:
+                stop = min(n, pos + self.body_left)
+                self.body_left -= stop - pos
+                done = self.body_left == 0
+            if stop < n:  # bytes past the end of the response: the connection is unusable
+                self.keep_alive = False
+            body = data if pos == 0 and stop == n else memoryview(data)[pos:stop]
+        if head is None:
+            client.write_upstream(body)
+        else:
+            client.response_head(head, body)
+        if done and self.client is not None:
             if self.streaming:  # counted open when its head was relayed without the end
                 self.streaming = False
                 b = self.ep.backend
