@@ -51,36 +51,17 @@ HEALTHZ = plain_response(200, b'{"status":"ok"}')
 class BufferPool:
     """Read buffers and head scanners of one worker, lent to a connection while it has bytes
     to read and taken back when it has none, so idle keep-alive connections and open streams
-    hold neither (one event loop: no locks). A small stock is kept for reuse."""
+    hold neither (one event loop: no locks). A small stock of (buffer, view, scanner) is
+    kept per configuration; taking and giving back are a list pop and append."""
 
-    def __init__(self, keep: int = 64) -> None:
-        self.keep = keep
-        self.buffers: dict[int, list[tuple[bytearray, memoryview]]] = {}
-        self.scanners: dict[tuple[int, int], list[HeadScanner]] = {}
+    def __init__(self) -> None:
+        self.lists: dict[tuple[int, int, int], list] = {}
 
-    def take(self, size: int) -> tuple[bytearray, memoryview]:
-        free = self.buffers.get(size)
-        if free:
-            return free.pop()
-        buf = bytearray(size)
-        return buf, memoryview(buf)
-
-    def give(self, buf: bytearray, mv: memoryview) -> None:
-        free = self.buffers.setdefault(len(buf), [])
-        if len(free) < self.keep:
-            free.append((buf, mv))
-
-    def scanner(self, max_headers: int, max_head_bytes: int) -> HeadScanner:
-        free = self.scanners.get((max_headers, max_head_bytes))
-        return free.pop() if free else HeadScanner(max_headers, max_head_bytes)
-
-    def give_scanner(self, sc: HeadScanner) -> None:
-        free = self.scanners.setdefault((sc.max_headers, sc.max_head_bytes), [])
-        if len(free) < self.keep:
-            sc.reset()
-            free.append(sc)
+    def free_list(self, size: int, max_headers: int, max_head_bytes: int) -> list:
+        return self.lists.setdefault((size, max_headers, max_head_bytes), [])
 
 
+KEEP_FREE = 64
 BUFFERS = BufferPool()
 
 
@@ -118,6 +99,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         "target_rest",
         "head_rest",
         "std",
+        "free",
         "place_key",
         "t0",
     )
@@ -130,6 +112,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.place_key: bytes | None = None
         self.t0 = 0  # clock_ns() when the request head was complete (metrics)
         self.std = self.size = max(65536, 2 * lim.max_header_bytes)
+        self.free = BUFFERS.free_list(self.std, lim.max_headers, lim.max_header_bytes)
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
         self.buf: bytearray | None = None
@@ -182,6 +165,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.timer = None
         self._drop_upstream()  # the client left: the upstream request or stream ends now
         self._end_request()
+        if self.scanner is not None:
+            self.scanner.reset()  # a half-read head must not resume in the next connection
         self.start = self.end
         self._release_buffer()
 
@@ -192,9 +177,13 @@ class ClientConnection(asyncio.BufferedProtocol):
         end = self.end
         if end == 0:
             if self.mv is None:
-                self.buf, self.mv = BUFFERS.take(self.std)
-                lim = self.gw.limits
-                self.scanner = BUFFERS.scanner(lim.max_headers, lim.max_header_bytes)
+                if self.free:
+                    self.buf, self.mv, self.scanner = self.free.pop()
+                else:
+                    lim = self.gw.limits
+                    self.buf = bytearray(self.std)
+                    self.mv = memoryview(self.buf)
+                    self.scanner = HeadScanner(lim.max_headers, lim.max_header_bytes)
             return self.mv  # the common case between requests: no slice to allocate
         if end == len(self.buf):
             self._make_room(force=True)
@@ -326,23 +315,18 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _release_buffer(self) -> None:
         """Give the read buffer back while no bytes are pending in it (it is never one a
         transport still holds: `_send_body` switches away from those)."""
-        if self.buf is not None and self.start == self.end:
-            if len(self.buf) == self.std:
-                BUFFERS.give(self.buf, self.mv)
-            if self.scanner is not None:
-                BUFFERS.give_scanner(self.scanner)
-                self.scanner = None
-            self.buf = self.mv = None
+        buf = self.buf
+        if buf is not None and self.start == self.end:
+            if len(buf) == self.std and len(self.free) < KEEP_FREE:
+                self.free.append((buf, self.mv, self.scanner))
+            self.buf = self.mv = self.scanner = None
             self.start = self.end = self.scan_pos = 0
             self.size = self.std
 
     def _new_buffer(self) -> None:
         tail = self.mv[self.start : self.end]
-        if self.size == self.std:
-            buf, mv = BUFFERS.take(self.std)
-        else:
-            buf = bytearray(self.size)
-            mv = memoryview(buf)
+        buf = bytearray(self.size)
+        mv = memoryview(buf)
         buf[: len(tail)] = tail
         self.scan_pos -= self.start
         self.end -= self.start
