@@ -197,3 +197,21 @@ def test_client_leaving_closes_the_upstream_stream_at_once(gateway_factory):
     s.close()
     assert closed.wait(5), "the upstream stream was still open 5 s after the client left"
     up.close()
+
+
+def test_no_content_response_with_a_stray_body_is_relayed_without_it(gateway_factory):
+    # RFC 9110 §15.3.5: a 204 has no content; bytes an endpoint sends after its head are
+    # not relayed, and the upstream connection is not reused
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\nhello")
+
+    up = ScriptedUpstream(handler)
+    gw = gateway_factory.start({"relay": _cfg(up.url, interval="60s")})
+    s = _request(gw.port, POST + b"Content-Length: 2\r\n\r\n", b"{}")
+    head = _read_until(s, b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 204 No Content\r\n") and head.endswith(b"\r\n\r\n")
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    nxt = _read_until(s, b'"ok"}')
+    assert nxt.startswith(b"HTTP/1.1 200 OK") and b"hello" not in head + nxt
+    s.close()
+    up.close()
