@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import socket
 
 from gwfast._native.headscan import HeadError, HeadScanner
@@ -26,6 +25,7 @@ from gwfast._native.hist import now as clock_ns
 from gwfast.chunked import ChunkedReader, ChunkError, TrailersTooLarge
 from gwfast.errors import error_response, plain_response
 from gwfast.gateway import Gateway
+from gwfast.headers import drop_connection_listed, header_value
 from gwfast.metrics import (
     CODE_INDEX,
     CODES_AT,
@@ -469,7 +469,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         parts: list = [mv[sc.kept_start(i) : sc.kept_end(i)] for i in range(sc.n_kept)]
         if sc.conn_other:
             parts = [
-                _drop_connection_listed(b"".join(parts), self._header_value(b"connection") or b"")
+                drop_connection_listed(b"".join(parts), self._header_value(b"connection") or b"")
             ]
         if self.backend_sid is not None:
             parts += (b"Mcp-Session-Id: ", self.backend_sid, b"\r\n")
@@ -488,9 +488,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _header_value(self, name: bytes) -> bytes | None:
         """Slow path: the first value of any header, found in the raw head."""
-        head = bytes(self.mv[self.scanner.method_start : self.start])
-        m = re.search(rb"\r\n" + re.escape(name) + rb"[ \t]*:[ \t]*([^\r]*)", head, re.I)
-        return m.group(1).strip() if m else None
+        return header_value(bytes(self.mv[self.scanner.method_start : self.start]), name)
 
     def _choose(self, backend: Backend, exclude: set[int] | None) -> Endpoint | None:
         if not backend.session_affinity:
@@ -571,7 +569,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.state = FORWARD
         self.upstream = up
         self.sent_head = False
-        up.begin(self, no_body=False)
+        up.begin(self)
         if not self._advance():
             return
         self._send_body(
@@ -804,14 +802,3 @@ def _origin_form(target: bytes) -> bytes:
         slash = rest.find(b"/")
         return rest[slash:] if slash >= 0 else b"/"
     return b""
-
-
-def _drop_connection_listed(lines: bytes, connection: bytes) -> bytes:
-    """RFC 9110 §7.6.1: also drop the fields that Connection names."""
-    names = {t.strip().lower() for t in connection.split(b",") if t.strip()}
-    out = []
-    for line in lines.split(b"\r\n"):
-        if line and line.split(b":", 1)[0].strip().lower() in names:
-            continue
-        out.append(line)
-    return b"\r\n".join(out)

@@ -10,7 +10,6 @@ connection can go back to the pool when the response ends (RFC 9112 §6.3).
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections import deque
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 from gwfast._native.chunks import MAX_BODY_CAP, ChunkError, ChunkReader
 from gwfast._native.headscan import HeadError
 from gwfast._native.resphead import ResponseScanner
+from gwfast.headers import drop_connection_listed, header_value
 from gwfast.metrics import STREAMS, UPSTREAM
 
 if TYPE_CHECKING:
@@ -29,18 +29,6 @@ if TYPE_CHECKING:
 
 HEAD, BODY, DONE = 0, 1, 2
 RESPONSE = ResponseScanner()  # shared by the worker's connections: scans never interleave
-
-
-def _drop_listed(lines: bytes, head: bytes) -> bytes:
-    """Slow path: drop the header lines that the response's Connection field names."""
-    m = re.search(rb"\r\nconnection[ \t]*:[ \t]*([^\r]*)", head, re.I)
-    names = {t.strip().lower() for t in (m.group(1) if m else b"").split(b",") if t.strip()}
-    out = [
-        ln
-        for ln in lines.split(b"\r\n")
-        if not (ln and ln.split(b":", 1)[0].strip().lower() in names)
-    ]
-    return b"\r\n".join(out)
 
 
 class Upstream(asyncio.Protocol):
@@ -59,8 +47,6 @@ class Upstream(asyncio.Protocol):
         "keep_alive",
         "closed",
         "idle_since",
-        "requests",
-        "no_body",
         "status",
         "streaming",
     )
@@ -78,8 +64,6 @@ class Upstream(asyncio.Protocol):
         self.keep_alive = True
         self.closed = False
         self.idle_since = 0.0
-        self.requests = 0
-        self.no_body = False
         self.status = 0  # of the response being relayed (metrics: its status class)
         self.streaming = False  # counted in the backend's open-streams gauge
 
@@ -120,15 +104,13 @@ class Upstream(asyncio.Protocol):
         if self.client is not None:
             self.client.resume_reading(2)
 
-    def begin(self, client: ClientConnection, no_body: bool) -> None:
+    def begin(self, client: ClientConnection) -> None:
         """A request is about to be written: relay its response to `client`."""
         self.client = client
         self.state = HEAD
         self.head_buf = None
         self.chunks = None
         self.reframe = False
-        self.no_body = no_body
-        self.requests += 1
 
     def close(self) -> None:
         self.closed = True
@@ -185,7 +167,7 @@ class Upstream(asyncio.Protocol):
         self.keep_alive = not sc.conn_close and (sc.http_minor == 1 or sc.conn_keep_alive)
         self.reframe = False
         self.chunks = None
-        if self.no_body or status == 204 or status == 304:
+        if status == 204 or status == 304:  # no content (HEAD is never forwarded)
             self.body_left = 0
         elif sc.chunked:
             self.chunks = ChunkReader(MAX_BODY_CAP)
@@ -215,7 +197,8 @@ class Upstream(asyncio.Protocol):
         for i in range(sc.n_kept):
             parts.append(data[sc.kept_start(i) : sc.kept_end(i)])
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
-            parts = [parts[0], parts[1], _drop_listed(b"".join(parts[2:]), data)]
+            listed = header_value(data, b"connection") or b""
+            parts = [parts[0], parts[1], drop_connection_listed(b"".join(parts[2:]), listed)]
         if sc.session_start >= 0:
             sid = client.session_for_client(data[sc.session_start : sc.session_end])
             parts += (b"Mcp-Session-Id: ", sid, b"\r\n")
