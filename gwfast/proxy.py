@@ -20,9 +20,9 @@ import asyncio
 import logging
 import socket
 
+from gwfast._native.chunks import ChunkError, ChunkReader, TrailersTooLarge
 from gwfast._native.headscan import HeadError, HeadScanner
 from gwfast._native.hist import now as clock_ns
-from gwfast.chunked import ChunkedReader, ChunkError, TrailersTooLarge
 from gwfast.errors import error_response, plain_response
 from gwfast.gateway import Gateway
 from gwfast.headers import drop_connection_listed, header_value
@@ -126,7 +126,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.ep: Endpoint | None = None
         self.backend: Backend | None = None
         self.body_left = 0
-        self.chunks: ChunkedReader | None = None
+        self.chunks: ChunkReader | None = None
         self.request_done = True
         self.close_after = False
         self.session_token: bytes | None = None
@@ -364,7 +364,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.body_left = 0
         if sc.chunked:
             lim = gw.limits
-            self.chunks = ChunkedReader(
+            self.chunks = ChunkReader(
                 lim.max_body_bytes,
                 max_trailers=lim.max_headers,
                 max_trailer_bytes=lim.max_header_bytes,

@@ -1,7 +1,6 @@
 """The chunked framing reader: both twins, whole, byte at a time and in random pieces.
 
-The cases of test_chunked.py (gwfast.chunked, whose logic chunks_py carries) run on both
-twins, then random bodies in random chunkings fed in random pieces, SSE-shaped streams,
+The request-framing cases (good and bad bodies, limits, trailers) run on both twins, then random bodies in random chunkings fed in random pieces, SSE-shaped streams,
 extensions, trailers and every error; a seeded fuzz corpus checks that the twins agree on
 every return value and error under the same feeding. Without GWFAST_NO_EXTENSIONS a missing
 compiled twin fails these tests; with it, the compiled parameters are skipped.
@@ -58,7 +57,7 @@ def feed_pieces(reader: object, data: bytes, cuts: list[int]) -> list:
             continue
         try:
             trace.append(reader.feed(data, a, b))
-        except (ValueError, OverflowError) as exc:  # ChunkError: gwfast.chunked's too
+        except (ValueError, OverflowError) as exc:
             trace.append((type(exc).__name__, str(exc)))
             return trace
         a = b
@@ -388,10 +387,7 @@ def mutate(rnd: random.Random, data: bytes) -> bytes:
 
 
 def test_fuzz_twins_agree() -> None:
-    """Mutated valid bodies: both twins, and gwfast.chunked's reader whose logic chunks_py
-    carries, give the same trace under the same feeding."""
-    from gwfast.chunked import ChunkedReader
-
+    """Mutated valid bodies: both twins give the same trace under the same feeding."""
     rnd = random.Random(20251125)
     seeds = [encode(sse_events(3)), *GOOD, encode([b"a" * 20], ext=b";q=1", trailers=b"X: 1\r\n")]
     kinds = set()
@@ -413,7 +409,7 @@ def test_fuzz_twins_agree() -> None:
                 data,
                 cuts,
             )
-            for cls in [ChunkedReader, *twins()]
+            for cls in twins()
         ]
         assert all(t == traces[0] for t in traces), data
         last = traces[0][-1]

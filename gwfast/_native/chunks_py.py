@@ -6,7 +6,7 @@ the next pipelined request) and refuse malformed framing, a smuggling vector, be
 bytes that break it are passed on. Requests (answered 400/413/431) and endpoint responses
 (SSE streams are chunked) go through the same reader.
 
-This twin is the reference and carries the logic of `gwfast.chunked` unchanged; the
+This twin is the reference (it replaced the first pure `gwfast.chunked` reader); the
 compiled twin must behave exactly alike on every sequence of `feed` calls: same return
 values, `done`, `total`, and the same exception type and message at the same call.
 ChunkError, TrailersTooLarge and the messages live here and are imported by the compiled
