@@ -21,6 +21,7 @@ from gwfast._native.headscan import (
     HeadScannerC,
     HeadScannerPy,
 )
+from gwfast._testbase.scanfeed import Feeding
 
 ATTRS = (
     "line_start",
@@ -59,56 +60,9 @@ def twins() -> list[type]:
     return [HeadScannerPy] if NO_EXTENSIONS else [HeadScannerPy, compiled_twin()]
 
 
-def snapshot(s: object) -> dict:
-    snap = {name: getattr(s, name) for name in ATTRS}
-    snap["kept"] = [(s.kept_start(i), s.kept_end(i)) for i in range(s.n_kept)]
-    return snap
-
-
-def outcome(s: object, buf: bytes | bytearray, start: int, end: int) -> tuple:
-    try:
-        ret = s.scan(buf, start, end)
-    except HeadError as exc:
-        return ("error", exc.status, exc.message)
-    if ret == 0:
-        return ("pending",)
-    return ("done", ret, snapshot(s))
-
-
-def whole(cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
-    return outcome(cls(**kw), data, start, len(data))
-
-
-def bytewise(cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
-    """Scan with end growing by one until the scan ends; the outcome and where it ended."""
-    s = cls(**kw)
-    for end in range(start, len(data) + 1):
-        result = outcome(s, data, start, end)
-        if result[0] != "pending":
-            return result, end
-    return ("pending",), len(data)
-
-
-def growing(cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
-    """As a connection does: bytes appended to one bytearray, scanned after each append."""
-    s = cls(**kw)
-    buf = bytearray(data[:start])
-    for i in range(start, len(data)):
-        buf.append(data[i])
-        result = outcome(s, buf, start, len(buf))
-        if result[0] != "pending":
-            return result
-    return ("pending",)
-
-
-def chunked_feed(cls: type, data: bytes, rnd: random.Random, start: int = 0, **kw: int) -> tuple:
-    s = cls(**kw)
-    end = start
-    while True:
-        result = outcome(s, data, start, end)
-        if result[0] != "pending" or end == len(data):
-            return result
-        end = min(len(data), end + rnd.randint(1, 40))
+_FEED = Feeding(ATTRS)
+snapshot, outcome, whole = _FEED.snapshot, _FEED.outcome, _FEED.whole
+bytewise, growing, chunked_feed = _FEED.bytewise, _FEED.growing, _FEED.chunked_feed
 
 
 # --------------------------------------------------------------------------- corpus

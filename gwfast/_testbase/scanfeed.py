@@ -1,0 +1,65 @@
+"""Feeding a scanner twin the ways a connection can: whole, byte at a time, into a growing
+bytearray, in random pieces. Shared by the request and response scanner tests, whose twins
+have the same `scan`/`kept_start`/`kept_end` shape and differ in the attributes they set."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from gwfast._native.headscan_py import HeadError
+
+
+class Feeding:
+    """The outcome of a scan as a comparable tuple, for the attributes `attrs`."""
+
+    def __init__(self, attrs: Sequence[str]) -> None:
+        self.attrs = tuple(attrs)
+
+    def snapshot(self, s: object) -> dict:
+        snap = {name: getattr(s, name) for name in self.attrs}
+        snap["kept"] = [(s.kept_start(i), s.kept_end(i)) for i in range(s.n_kept)]
+        return snap
+
+    def outcome(self, s: object, buf: bytes | bytearray, start: int, end: int) -> tuple:
+        try:
+            ret = s.scan(buf, start, end)
+        except HeadError as exc:
+            return ("error", exc.status, exc.message)
+        if ret == 0:
+            return ("pending",)
+        return ("done", ret, self.snapshot(s))
+
+    def whole(self, cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
+        return self.outcome(cls(**kw), data, start, len(data))
+
+    def bytewise(self, cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
+        """Scan with end growing by one until the scan ends; the outcome and where it ended."""
+        s = cls(**kw)
+        for end in range(start, len(data) + 1):
+            result = self.outcome(s, data, start, end)
+            if result[0] != "pending":
+                return result, end
+        return ("pending",), len(data)
+
+    def growing(self, cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
+        """As a connection does: bytes appended to one bytearray, scanned after each append."""
+        s = cls(**kw)
+        buf = bytearray(data[:start])
+        for i in range(start, len(data)):
+            buf.append(data[i])
+            result = self.outcome(s, buf, start, len(buf))
+            if result[0] != "pending":
+                return result
+        return ("pending",)
+
+    def chunked_feed(
+        self, cls: type, data: bytes, rnd: random.Random, start: int = 0, **kw: int
+    ) -> tuple:
+        s = cls(**kw)
+        end = start
+        while True:
+            result = self.outcome(s, data, start, end)
+            if result[0] != "pending" or end == len(data):
+                return result
+            end = min(len(data), end + rnd.randint(1, 40))
