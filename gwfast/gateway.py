@@ -73,11 +73,9 @@ class Gateway:
         """Idle pooled connections to endpoints no longer configured (the pool is keyed by
         `Endpoint.ident`: those of unchanged URLs stay pooled). Connections still carrying a
         request finish it; the pool's reaper closes them once idle."""
-        live = {e.ident for b in snapshot.backends.values() for e in b.endpoints}
-        for ident in [i for i in self.pool.idle if i not in live]:
-            q = self.pool.idle.pop(ident)
-            while q:
-                q.pop().close()
+        self.pool.close_idle(
+            keep={e.ident for b in snapshot.backends.values() for e in b.endpoints}
+        )
 
     def any_healthy(self) -> bool:
         return any(b.any_healthy() for b in self.snapshot.backends.values())

@@ -307,8 +307,13 @@ class Pool:
                 q.popleft().close()
         self._reaper = self.loop.call_later(min(1.0, self.keepalive / 2), self._reap)
 
-    def close(self) -> None:
-        self._reaper.cancel()
-        for q in self.idle.values():
+    def close_idle(self, keep: set[bytes] | None = None) -> None:
+        """Close the idle connections of every endpoint whose ident is not in `keep`."""
+        for ident in [i for i in self.idle if keep is None or i not in keep]:
+            q = self.idle.pop(ident)
             while q:
                 q.pop().close()
+
+    def close(self) -> None:
+        self._reaper.cancel()
+        self.close_idle()
