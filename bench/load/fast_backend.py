@@ -12,6 +12,8 @@ It speaks just enough of MCP Streamable HTTP (2025-06-18 and 2026-07-28) for a p
   an unknown session id -> 404, so a proxy that mangles ids shows up as wrk non-2xx errors;
 - POST ``tools/call`` of tool ``stream`` with ``Accept: text/event-stream`` -> a chunked SSE
   response of ``events`` events (argument, default 10), ``interval_ms`` apart (default 0);
+  with ``rest_after_ms`` instead, the first event goes out in the same write as the response
+  head and the others in one write that many milliseconds later (time to first event);
 - POST a notification (no id) -> 202; DELETE -> 200 and forgets the session;
 - requests with ``MCP-Protocol-Version: 2026-07-28`` are stateless: no session needed, and
   ``server/discover`` answers;
@@ -256,15 +258,31 @@ class McpProtocol(asyncio.Protocol):
     def _stream(self, rpc_id: object, arguments: dict) -> None:
         events = int(arguments.get("events", 10))
         interval = float(arguments.get("interval_ms", 0)) / 1000.0
-        self._write(
+        head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n"
         )
+        loop = asyncio.get_running_loop()
+        if "rest_after_ms" in arguments:  # first event at once, with the head; the rest later
+            self._write(head + self._event(rpc_id, 0, events))
+            if events == 1:
+                return
+            self.streaming = True
+
+            def rest() -> None:
+                if self.transport is None:
+                    return
+                self._write(b"".join(self._event(rpc_id, n, events) for n in range(1, events)))
+                self.streaming = False
+                self._drain()
+
+            loop.call_later(float(arguments["rest_after_ms"]) / 1000.0, rest)
+            return
+        self._write(head)
         if interval <= 0:  # one write for the whole stream: the backend must stay cheap
             self._write(b"".join(self._event(rpc_id, n, events) for n in range(events)))
             return
         self.streaming = True
-        loop = asyncio.get_running_loop()
 
         def tick(n: int) -> None:
             if self.transport is None:

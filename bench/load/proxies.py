@@ -5,8 +5,11 @@ routing, so the comparison is with the peers at their best, not at their default
 - nginx: ``hash $http_mcp_session_id consistent``, upstream keepalive, HTTP/1.1 upstream,
   ``proxy_buffering off`` (SSE), and keepalive_requests raised so wrk's connections are not
   closed every 1000 requests (gwfast and haproxy have no such limit);
-- haproxy: ``balance hdr(Mcp-Session-Id)`` with consistent hashing and ``http-reuse always``;
-- gwfast: one worker, ``affinity: session``, sealed session ids.
+- haproxy: ``balance hdr(Mcp-Session-Id)`` with consistent hashing and ``http-reuse always``
+  (and, when asked, ``option http-no-delay``: without it haproxy sends with MSG_MORE and holds
+  a lone SSE event in the kernel until more data follows; first_event.py asks for it);
+- gwfast: one worker, ``affinity: session``, sealed session ids, its admin listener on a free
+  port (the default 9090 may be taken by another gateway on the machine).
 All listen on 127.0.0.1 and run one worker (process or thread).
 """
 
@@ -76,7 +79,7 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout http-keep-alive 120s
-frontend fe
+{options}frontend fe
     bind 127.0.0.1:{port}
     default_backend mcp
 backend mcp
@@ -88,6 +91,7 @@ backend mcp
 
 GWFAST_YAML = """\
 listen: 127.0.0.1:{port}
+admin_listen: 127.0.0.1:{admin}
 workers: 1
 session_keys: [{key}]
 backends:
@@ -119,10 +123,17 @@ def start_nginx(
 
 
 def start_haproxy(
-    children: Children, workdir: Path, haproxy: str, backend: int, *, cpus: set[int]
+    children: Children,
+    workdir: Path,
+    haproxy: str,
+    backend: int,
+    *,
+    cpus: set[int],
+    no_delay: bool = False,
 ) -> Target:
     port, cfg = free_port(), workdir / "haproxy.cfg"
-    cfg.write_text(HAPROXY_CFG.format(port=port, backend=backend))
+    options = "    option http-no-delay\n" if no_delay else ""
+    cfg.write_text(HAPROXY_CFG.format(port=port, backend=backend, options=options))
     argv = [haproxy, "-db", "-f", str(cfg)]
     child = children.start("haproxy", argv, cpus=cpus, log=workdir / "haproxy.log")
     wait_port(port, proc=child.popen)
@@ -134,7 +145,7 @@ def start_gwfast(
 ) -> Target:
     port, cfg = free_port(), workdir / "gwfast.yaml"
     key = base64.b64encode(os.urandom(32)).decode()
-    cfg.write_text(GWFAST_YAML.format(port=port, backend=backend, key=key))
+    cfg.write_text(GWFAST_YAML.format(port=port, admin=free_port(), backend=backend, key=key))
     argv = [sys.executable, "-m", "gwfast", "proxy", "--config", str(cfg)]
     child = children.start("gwfast", argv, cpus=cpus, log=workdir / "gwfast.log", cwd=REPO)
     try:

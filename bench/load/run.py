@@ -87,6 +87,8 @@ def start_targets(
     backend: int,
     names: list[str],
     cpus: set[int],
+    *,
+    haproxy_no_delay: bool = False,
 ) -> tuple[list[proxies.Target], list[str]]:
     """Start the proxies; one that fails is reported and left out, not fatal."""
     targets, skipped = [], []
@@ -100,7 +102,14 @@ def start_targets(
                 )
             elif name == "haproxy":
                 targets.append(
-                    proxies.start_haproxy(children, workdir, paths["haproxy"], backend, cpus=cpus)
+                    proxies.start_haproxy(
+                        children,
+                        workdir,
+                        paths["haproxy"],
+                        backend,
+                        cpus=cpus,
+                        no_delay=haproxy_no_delay,
+                    )
                 )
             elif name == "gwfast":
                 targets.append(proxies.start_gwfast(children, workdir, backend, cpus=cpus))
