@@ -438,7 +438,7 @@ def test_reuse_after_complete_at_same_start(scanner_cls: type) -> None:
     assert s.scan(buf, 0, len(buf)) == 0
     buf += NODE_FETCH[50:]
     assert s.scan(buf, 0, len(buf)) == len(NODE_FETCH)
-    assert snapshot(s) == whole(scanner_cls, NODE_FETCH)[2]
+    assert snapshot(s, buf) == whole(scanner_cls, NODE_FETCH)[2]
 
 
 def test_reset_forgets_pending(scanner_cls: type) -> None:
@@ -469,6 +469,11 @@ def test_bad_arguments(scanner_cls: type) -> None:
         s.kept_start(s.n_kept)
     with pytest.raises(IndexError):
         s.kept_end(-1)
+    for start, end in ((-1, 3), (3, 2), (0, len(CURL) + 1)):
+        with pytest.raises(ValueError):
+            s.span(CURL, start, end)
+    with pytest.raises(ValueError):  # a buffer shorter than the head it scanned
+        s.kept(CURL[: s.kept_end(s.n_kept - 1) - 1])
 
 
 # --------------------------------------------------------------------------- fuzzing

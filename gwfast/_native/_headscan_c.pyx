@@ -12,6 +12,7 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from ._spans cimport join_runs, span_bytes
 from libc.string cimport memchr, memcmp
 
 from . import headscan_py as _py
@@ -34,6 +35,7 @@ from .headscan_py import (
     E_RANGE,
     E_REQUEST_LINE,
     E_SESSION_DUP,
+    E_SPAN,
     E_TARGET,
     E_TE,
     E_TE_DUP,
@@ -50,11 +52,6 @@ cdef enum:
     LF = 10
     SP = 32
     HT = 9
-
-cdef enum Field:
-    F_OTHER, F_HOST, F_SESSION, F_CONTENT_LENGTH, F_TRANSFER_ENCODING, F_CONNECTION, F_HOP
-    F_PROTOCOL, F_MCP_METHOD, F_MCP_NAME, F_AUTHORIZATION, F_ACCEPT, F_LAST_EVENT_ID
-    F_ORIGIN, F_CONTENT_TYPE, F_EXPECT, F_XFF
 
 # byte classes copied from the reference tables once, at import
 cdef unsigned char TCHAR[256]
@@ -139,22 +136,6 @@ cdef inline bint _has_crlfcrlf(const unsigned char* d, Py_ssize_t pos, Py_ssize_
 cdef class HeadScanner:
     """Scans one request head at a time; reuse one per connection (see headscan_py)."""
 
-    cdef readonly Py_ssize_t max_headers, max_head_bytes
-    cdef readonly Py_ssize_t line_start, method_start, method_end, target_start, target_end
-    cdef readonly int http_minor
-    cdef readonly Py_ssize_t n_headers, n_kept
-    cdef readonly long long content_length
-    cdef readonly bint chunked, conn_close, conn_keep_alive, conn_other
-    cdef readonly Py_ssize_t host_start, host_end, session_start, session_end
-    cdef readonly Py_ssize_t protocol_start, protocol_end, mcp_method_start, mcp_method_end
-    cdef readonly Py_ssize_t mcp_name_start, mcp_name_end
-    cdef readonly Py_ssize_t authorization_start, authorization_end, accept_start, accept_end
-    cdef readonly Py_ssize_t last_event_id_start, last_event_id_end, origin_start, origin_end
-    cdef readonly Py_ssize_t expect_start, expect_end, content_type_start, content_type_end
-    cdef readonly Py_ssize_t xff_start, xff_end
-    cdef Py_ssize_t* _kept  # (start, end) pairs, room for max_headers + 1 runs
-    cdef Py_ssize_t _pend_start, _pend_pos, _pend_line, _pend_lines
-
     def __cinit__(self):
         self._kept = NULL
         self._pend_start = -1
@@ -197,21 +178,29 @@ cdef class HeadScanner:
         self.content_type_start = self.content_type_end = -1
         self.xff_start = self.xff_end = -1
 
-    def reset(self):
+    cpdef reset(self):
         """Forget a pending scan (the next call scans from `start` afresh)."""
         self._pend_start = -1
 
-    def kept_start(self, Py_ssize_t i):
+    cpdef Py_ssize_t kept_start(self, Py_ssize_t i) except -1:
         if i < 0 or i >= self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i]
 
-    def kept_end(self, Py_ssize_t i):
+    cpdef Py_ssize_t kept_end(self, Py_ssize_t i) except -1:
         if i < 0 or i >= self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i + 1]
 
-    def scan(self, object buf, Py_ssize_t start, Py_ssize_t end):
+    cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end):
+        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
+        return span_bytes(buf, start, end, E_SPAN)
+
+    cpdef bytes kept(self, object buf):
+        """The kept header lines of the last head scanned from buf, joined."""
+        return join_runs(buf, self._kept, self.n_kept, E_SPAN)
+
+    cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""
         cdef Py_buffer view
         # no Python code runs while scanning, so the buffer cannot move under us

@@ -13,11 +13,12 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from ._spans cimport join_runs, span_bytes
 from libc.string cimport memchr
 
 from . import headscan_py as _hs
 
-from .headscan_py import E_RANGE, HeadError
+from .headscan_py import E_RANGE, E_SPAN, HeadError
 from .resphead_py import (
     DEFAULT_MAX_HEAD_BYTES,
     DEFAULT_MAX_HEADERS,
@@ -50,9 +51,6 @@ cdef enum:
     LF = 10
     SP = 32
     HT = 9
-
-cdef enum Field:
-    F_OTHER, F_SESSION, F_CONTENT_LENGTH, F_TRANSFER_ENCODING, F_CONNECTION, F_HOP
 
 # byte classes copied from the reference tables once, at import
 cdef unsigned char TCHAR[256]
@@ -125,15 +123,6 @@ cdef class ResponseScanner:
     """Scans one response head at a time; reuse one per upstream connection (see
     resphead_py)."""
 
-    cdef readonly Py_ssize_t max_head_bytes, max_headers
-    cdef readonly int status, http_minor
-    cdef readonly Py_ssize_t line_end, n_headers, n_kept
-    cdef readonly long long content_length
-    cdef readonly bint chunked, conn_close, conn_keep_alive, conn_other
-    cdef readonly Py_ssize_t session_start, session_end
-    cdef Py_ssize_t* _kept  # (start, end) pairs, room for max_headers + 1 runs
-    cdef Py_ssize_t _pend_start, _pend_pos
-
     def __cinit__(self):
         self._kept = NULL
         self._pend_start = -1
@@ -164,21 +153,29 @@ cdef class ResponseScanner:
         self.chunked = self.conn_close = self.conn_keep_alive = self.conn_other = False
         self.session_start = self.session_end = -1
 
-    def reset(self):
+    cpdef reset(self):
         """Forget a pending scan (the next call scans from `start` afresh)."""
         self._pend_start = -1
 
-    def kept_start(self, Py_ssize_t i):
+    cpdef Py_ssize_t kept_start(self, Py_ssize_t i) except -1:
         if i < 0 or i >= self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i]
 
-    def kept_end(self, Py_ssize_t i):
+    cpdef Py_ssize_t kept_end(self, Py_ssize_t i) except -1:
         if i < 0 or i >= self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i + 1]
 
-    def scan(self, object buf, Py_ssize_t start, Py_ssize_t end):
+    cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end):
+        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
+        return span_bytes(buf, start, end, E_SPAN)
+
+    cpdef bytes kept(self, object buf):
+        """The kept header lines of the last head scanned from buf, joined."""
+        return join_runs(buf, self._kept, self.n_kept, E_SPAN)
+
+    cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""
         cdef Py_buffer view
         # no Python code runs while scanning, so the buffer cannot move under us

@@ -96,6 +96,7 @@ _FIELD_RE = re.compile(
 
 # ---------------------------------------------------------------- messages (shared)
 E_RANGE = "scan needs 0 <= start <= end <= len(buf)"
+E_SPAN = "a span needs 0 <= start <= end <= len(buf)"
 E_LINE_ENDING = "request head has a bare LF or a lone CR; end every line with CRLF (RFC 9112 §2.2)"
 E_TOO_LARGE = (
     "request head is larger than {} bytes; send fewer or shorter header fields (RFC 6585 §5)"
@@ -303,6 +304,20 @@ class HeadScanner:
         if not 0 <= i < self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i + 1]
+
+    def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
+        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
+        if not 0 <= start <= end <= len(buf):
+            raise ValueError(E_SPAN)
+        return bytes(buf[start:end])
+
+    def kept(self, buf: bytes | bytearray) -> bytes:
+        """The kept header lines of the last head scanned from buf, joined."""
+        runs = self._kept
+        spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * self.n_kept, 2)]
+        if not all(0 <= s <= e <= len(buf) for s, e in spans):
+            raise ValueError(E_SPAN)
+        return b"".join([buf[s:e] for s, e in spans])
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

@@ -39,6 +39,7 @@ from .headscan_py import (
     _FIELD_RE,
     _TOKEN_RE,
     E_RANGE,
+    E_SPAN,
     VALUE_TABLE,
     HeadError,
     _byte_class,
@@ -257,6 +258,20 @@ class ResponseScanner:
         if not 0 <= i < self.n_kept:
             raise IndexError("kept run index out of range")
         return self._kept[2 * i + 1]
+
+    def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
+        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
+        if not 0 <= start <= end <= len(buf):
+            raise ValueError(E_SPAN)
+        return bytes(buf[start:end])
+
+    def kept(self, buf: bytes | bytearray) -> bytes:
+        """The kept header lines of the last head scanned from buf, joined."""
+        runs = self._kept
+        spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * self.n_kept, 2)]
+        if not all(0 <= s <= e <= len(buf) for s, e in spans):
+            raise ValueError(E_SPAN)
+        return b"".join([buf[s:e] for s, e in spans])
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

@@ -1,6 +1,6 @@
 """Feeding a scanner twin the ways a connection can: whole, byte at a time, into a growing
 bytearray, in random pieces. Shared by the request and response scanner tests, whose twins
-have the same `scan`/`kept_start`/`kept_end` shape and differ in the attributes they set."""
+have the same `scan`/`kept_start`/`kept_end`/`kept`/`span` shape and differ in the attributes they set."""
 
 from __future__ import annotations
 
@@ -16,9 +16,17 @@ class Feeding:
     def __init__(self, attrs: Sequence[str]) -> None:
         self.attrs = tuple(attrs)
 
-    def snapshot(self, s: object) -> dict:
+    def snapshot(self, s: object, buf: bytes | bytearray) -> dict:
         snap = {name: getattr(s, name) for name in self.attrs}
         snap["kept"] = [(s.kept_start(i), s.kept_end(i)) for i in range(s.n_kept)]
+        # the copying accessors the relay uses give exactly the bytes of those offsets
+        snap["kept_bytes"] = s.kept(buf)
+        assert snap["kept_bytes"] == b"".join(bytes(buf[a:b]) for a, b in snap["kept"])
+        for name in self.attrs:
+            end_name = name[: -len("start")] + "end"
+            if name.endswith("_start") and end_name in snap and snap[name] >= 0:
+                a, b = snap[name], snap[end_name]
+                assert s.span(buf, a, b) == bytes(buf[a:b]), name
         return snap
 
     def outcome(self, s: object, buf: bytes | bytearray, start: int, end: int) -> tuple:
@@ -28,7 +36,7 @@ class Feeding:
             return ("error", exc.status, exc.message)
         if ret == 0:
             return ("pending",)
-        return ("done", ret, self.snapshot(s))
+        return ("done", ret, self.snapshot(s, buf))
 
     def whole(self, cls: type, data: bytes, start: int = 0, **kw: int) -> tuple:
         return self.outcome(cls(**kw), data, start, len(data))
