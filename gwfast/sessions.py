@@ -49,7 +49,8 @@ class SessionSealer:
                 raise ValueError("session keys are 32 raw bytes")
         self._seal_id = key_id(keys[0])
         self._seal = AESGCM(keys[0])
-        self._cache: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+        # token -> (backend, opened): keyed by the token alone, so a hit builds no tuple
+        self._cache: dict[bytes, tuple[bytes, tuple[bytes, bytes]]] = {}
         self._open: dict[bytes, list[AESGCM]] = {}
         for k in keys:  # two keys may share a 4-byte id: try each
             self._open.setdefault(key_id(k), []).append(AESGCM(k))
@@ -62,9 +63,9 @@ class SessionSealer:
 
     def open(self, backend: bytes, token: bytes) -> tuple[bytes, bytes] | None:
         """(endpoint identity, backend session id), or None for anything that does not open."""
-        hit = self._cache.get((backend, token))
-        if hit is not None:
-            return hit
+        hit = self._cache.get(token)
+        if hit is not None and hit[0] == backend:
+            return hit[1]
         if len(token) > MAX_TOKEN_LEN:
             return None
         try:
@@ -85,6 +86,6 @@ class SessionSealer:
             opened = pt[:IDENT_LEN], pt[IDENT_LEN:]
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
-            self._cache[(backend, token)] = opened
+            self._cache[token] = (backend, opened)
             return opened
         return None
