@@ -23,6 +23,9 @@ NATIVE = [
     ("gwfast._native._hist_c", "gwfast/_native/_hist_c.pyx"),
     # typed Python compiled as is (twin of ring_py.py, typed by _ring_c.pxd)
     ("gwfast._native._ring_c", "gwfast/_native/_ring_c.py"),
+    # the request relay, proxy.py and upstream.py compiled as is (see gwfast/relay.py)
+    ("gwfast._upstream_c", "gwfast/_upstream_c.py"),
+    ("gwfast._proxy_c", "gwfast/_proxy_c.py"),
 ]
 
 
@@ -38,6 +41,9 @@ def _extensions() -> list:
         "wraparound": debug,
         "initializedcheck": debug,
         "linetrace": debug,
+        # the .pxd files give the C types; Python annotations stay Python (an `int`
+        # annotation would otherwise clash with a C `int` declared in the .pxd)
+        "annotation_typing": False,
     }
     macros = [("CYTHON_TRACE", "1")] if debug else []
     flags = ["-O0", "-g"] if debug else ["-O2"]

@@ -8,8 +8,8 @@ import logging
 from gwfast.metrics import Region
 from gwfast.model import Backend, Snapshot
 from gwfast.policy import HostPolicy, OriginPolicy, is_loopback
+from gwfast.relay import Pool
 from gwfast.sessions import SessionSealer
-from gwfast.upstream import Pool
 
 log = logging.getLogger("gwfast")
 

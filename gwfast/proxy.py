@@ -19,12 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from typing import TYPE_CHECKING
 
 from gwfast._native.chunks import ChunkError, ChunkReader, TrailersTooLarge
 from gwfast._native.headscan import HeadError, HeadScanner
 from gwfast._native.hist import now as clock_ns
 from gwfast.errors import error_response, plain_response
-from gwfast.gateway import Gateway
 from gwfast.headers import drop_connection_listed, header_value
 from gwfast.metrics import (
     CODE_INDEX,
@@ -35,9 +35,12 @@ from gwfast.metrics import (
     SESSIONS,
     UNROUTED,
 )
-from gwfast.model import Backend, Endpoint
 from gwfast.upstream import BODY as UP_BODY
-from gwfast.upstream import Upstream
+
+if TYPE_CHECKING:
+    from gwfast.gateway import Gateway
+    from gwfast.model import Backend, Endpoint
+    from gwfast.upstream import Upstream
 
 log = logging.getLogger("gwfast")
 
@@ -62,10 +65,13 @@ class BufferPool:
 
 
 KEEP_FREE = 64
+# Bodies up to this size are copied into the write (one buffer, no writev, no view of the
+# read buffer left with the transport); larger ones go out as views without copying.
+COPY_MAX = 8192
 BUFFERS = BufferPool()
 
 
-class ClientConnection(asyncio.BufferedProtocol):
+class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its get_buffer)
     __slots__ = (
         "gw",
         "loop",
@@ -100,6 +106,14 @@ class ClientConnection(asyncio.BufferedProtocol):
         "head_rest",
         "std",
         "free",
+        "lease",
+        "pool",
+        "timeouts",
+        "t_idle",
+        "t_header",
+        "t_body",
+        "t_response",
+        "t_read",
         "place_key",
         "t0",
     )
@@ -107,12 +121,17 @@ class ClientConnection(asyncio.BufferedProtocol):
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.loop = gw.loop
+        self.pool = gw.pool  # one per worker, for good: reloads keep it
+        # a request's timeouts are those in force when it began (`_load_timeouts`)
+        self.timeouts = None
+        self.t_idle = self.t_header = self.t_body = self.t_response = self.t_read = 0.0
         lim = gw.limits
         self.scanner: HeadScanner | None = None
         self.place_key: bytes | None = None
         self.t0 = 0  # clock_ns() when the request head was complete (metrics)
         self.std = self.size = max(65536, 2 * lim.max_header_bytes)
         self.free = BUFFERS.free_list(self.std, lim.max_headers, lim.max_header_bytes)
+        self.lease: tuple | None = None  # (buf, mv, scanner) as taken from `free`
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
         self.buf: bytearray | None = None
@@ -154,7 +173,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.peer = peer[0].encode()
         self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         self.transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[union-attr]
-        self._arm(self.loop.time() + self.gw.timeouts.idle)
+        self._load_timeouts()
+        self._arm(self.loop.time() + self.t_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -178,7 +198,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         if end == 0:
             if self.mv is None:
                 if self.free:
-                    self.buf, self.mv, self.scanner = self.free.pop()
+                    lease = self.lease = self.free.pop()  # given back as is: no tuple made
+                    self.buf, self.mv, self.scanner = lease
                 else:
                     lim = self.gw.limits
                     self.buf = bytearray(self.std)
@@ -191,13 +212,17 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self.end += nbytes
-        if self.state == IDLE:
+        fresh = self.state == IDLE
+        if fresh:
             self.state = HEAD
-            self._arm(self.loop.time() + self.gw.timeouts.header_read)
+            self._load_timeouts()
         try:
             self._process()
         except Exception:  # a bug must cost this request only, never the worker
             self.internal_error()
+            return
+        if fresh and self.state == HEAD:  # armed only when the head did not come whole
+            self._arm(self.loop.time() + self.t_header)
 
     def internal_error(self) -> None:
         log.exception("internal error while handling a request")
@@ -283,27 +308,33 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self.state == FORWARD:
             self._send_body()
             if self.request_done and not self.sent_head:
-                self._arm(now + self.gw.timeouts.response_header)
+                self._arm(now + self.t_response)
         if not self.request_done:
-            self._arm(now + self.gw.timeouts.body_read)
+            self._arm(now + self.t_body)
         if self.buf is not None and self.end == len(self.buf):
             self._make_room()
 
     def _send_body(self, head: bytes | None = None) -> None:
-        """Write the validated body bytes (after `head`, in one writev) as a view of the read
-        buffer."""
+        """Write the validated body bytes (after `head`): copied when small, else (in one
+        writev) as a view of the read buffer."""
         up = self.upstream
         if up is None or up.transport is None:
             return
-        if self.start < self.scan_pos:
-            body = self.mv[self.start : self.scan_pos]
-            if head is None:
-                up.transport.write(body)
+        n = self.scan_pos - self.start
+        if n > 0:
+            if n <= COPY_MAX:
+                body = self.buf[self.start : self.scan_pos]
+                up.transport.write(body if head is None else head + body)
+                self.start = self.scan_pos
             else:
-                up.transport.writelines((head, body))
-            self.start = self.scan_pos
-            if up.transport.get_write_buffer_size():
-                self._new_buffer()  # the transport holds a view of this one
+                view = self.mv[self.start : self.scan_pos]
+                if head is None:
+                    up.transport.write(view)
+                else:
+                    up.transport.writelines((head, view))
+                self.start = self.scan_pos
+                if up.transport.get_write_buffer_size():
+                    self._new_buffer()  # the transport holds a view of this one
         elif head is not None:
             up.transport.write(head)
         if self.start == self.end:
@@ -318,8 +349,12 @@ class ClientConnection(asyncio.BufferedProtocol):
         buf = self.buf
         if buf is not None and self.start == self.end:
             if len(buf) == self.std and len(self.free) < KEEP_FREE:
-                self.free.append((buf, self.mv, self.scanner))
+                lease = self.lease
+                if lease is None or lease[0] is not buf:
+                    lease = (buf, self.mv, self.scanner)
+                self.free.append(lease)
             self.buf = self.mv = self.scanner = None
+            self.lease = None
             self.start = self.end = self.scan_pos = 0
             self.size = self.std
 
@@ -349,10 +384,10 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _on_head(self, head_end: int) -> None:
         self.t0 = clock_ns()
         sc = self.scanner
-        mv = self.mv
+        buf = self.buf
         gw = self.gw
-        method = bytes(mv[sc.method_start : sc.method_end])
-        target = bytes(mv[sc.target_start : sc.target_end])
+        method = sc.span(buf, sc.method_start, sc.method_end)
+        target = sc.span(buf, sc.target_start, sc.target_end)
         if target[:1] != b"/":
             target = _origin_form(target)
         path, q, query = target.partition(b"?")
@@ -385,7 +420,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 return
             host = b""
         else:
-            host = bytes(mv[sc.host_start : sc.host_end])
+            host = sc.span(buf, sc.host_start, sc.host_end)
             allowed = gw.hosts.allows(host)
             if allowed is None:
                 self.fail(400, "invalid Host header: expected host[:port]")
@@ -398,7 +433,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 )
                 return
         if sc.origin_start >= 0:
-            origin = bytes(mv[sc.origin_start : sc.origin_end])
+            origin = sc.span(buf, sc.origin_start, sc.origin_end)
             if not gw.origins.allows(origin, host):
                 self.fail(
                     403,
@@ -423,12 +458,12 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.fail(413, self._too_large())
             return
         if sc.expect_start >= 0 and not self.request_done:
-            if bytes(mv[sc.expect_start : sc.expect_end]).lower() == b"100-continue":
+            if sc.span(buf, sc.expect_start, sc.expect_end).lower() == b"100-continue":
                 self.transport.write(CONTINUE)  # type: ignore[union-attr]
         ep = None
         self.session_token = self.backend_sid = None
         if backend.session_affinity and sc.session_start >= 0:
-            token = bytes(mv[sc.session_start : sc.session_end])
+            token = sc.span(buf, sc.session_start, sc.session_end)
             opened = gw.sealer.open(backend.name_b, token)
             if opened is None:
                 self.fail(
@@ -465,18 +500,16 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _head_rest(self, host: bytes) -> bytes:
         sc = self.scanner
-        mv = self.mv
-        parts: list = [mv[sc.kept_start(i) : sc.kept_end(i)] for i in range(sc.n_kept)]
+        kept = sc.kept(self.buf)
         if sc.conn_other:
-            parts = [
-                drop_connection_listed(b"".join(parts), self._header_value(b"connection") or b"")
-            ]
+            kept = drop_connection_listed(kept, self._header_value(b"connection") or b"")
+        parts: list = [kept]
         if self.backend_sid is not None:
             parts += (b"Mcp-Session-Id: ", self.backend_sid, b"\r\n")
         if sc.xff_start >= 0:
             parts += (
                 b"X-Forwarded-For: ",
-                mv[sc.xff_start : sc.xff_end],
+                sc.span(self.buf, sc.xff_start, sc.xff_end),
                 b", ",
                 self.peer,
                 b"\r\n",
@@ -488,7 +521,8 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def _header_value(self, name: bytes) -> bytes | None:
         """Slow path: the first value of any header, found in the raw head."""
-        return header_value(bytes(self.mv[self.scanner.method_start : self.start]), name)
+        sc = self.scanner
+        return header_value(sc.span(self.buf, sc.method_start, self.start), name)
 
     def _choose(self, backend: Backend, exclude: set[int] | None) -> Endpoint | None:
         if not backend.session_affinity:
@@ -500,7 +534,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _dispatch(self, ep: Endpoint) -> None:
         self.ep = ep
         ep.outstanding += 1
-        up = self.gw.pool.acquire(ep)
+        up = self.pool.acquire(ep)
         if up is not None:
             self._attach(up)
         else:
@@ -617,7 +651,7 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     # ------------------------------------------------------------------ response side
     def upstream_activity(self) -> None:
-        self.deadline = self.loop.time() + self.gw.timeouts.upstream_read
+        self._arm(self.loop.time() + self.t_read)
 
     def session_for_client(self, value: bytes) -> bytes:
         backend = self.backend
@@ -630,22 +664,23 @@ class ClientConnection(asyncio.BufferedProtocol):
 
     def response_head(self, head: bytes, body) -> None:
         """The response head (and the body bytes that came with it, in one writev)."""
-        self.sent_head = True
-        self._arm(self.loop.time() + self.gw.timeouts.upstream_read)
+        self.sent_head = True  # its deadline: `upstream_activity`, called for this read
         if body is None:
             self.transport.write(head)  # type: ignore[union-attr]
+        elif len(body) <= COPY_MAX:
+            self.transport.write(head + body)  # type: ignore[union-attr]
         else:
             self.transport.writelines((head, body))  # type: ignore[union-attr]
 
     def write_upstream(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def response_done(self, up: Upstream, *, reusable: bool) -> None:
+    def response_done(self, up: Upstream, reusable: bool) -> None:
         self.upstream = None
         # the duration histogram: one compiled call (gwfast._native.hist)
         self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
         if reusable and self.request_done:
-            self.gw.pool.release(up)
+            self.pool.release(up)
         else:
             up.close()
             if not self.request_done:  # the endpoint answered before the body ended
@@ -678,13 +713,13 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._close()
             return
         self.state = IDLE
-        self._arm(self.loop.time() + self.gw.timeouts.idle)
+        self._arm(self.loop.time() + self.t_idle)
         if self.start == self.end:
             self._release_buffer()
         self.resume_reading(P_BUFFER | P_UPSTREAM)
         if self.start < self.end:
             self.state = HEAD
-            self._arm(self.loop.time() + self.gw.timeouts.header_read)
+            self._arm(self.loop.time() + self.t_header)
             self.loop.call_soon(self._process)
 
     def _end_request(self) -> None:
@@ -704,6 +739,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         if task is not None:
             self.connect_task = None
             task.cancel()
+
+    def close(self) -> None:
+        """Close now, whatever is in flight (a worker's drain and stop)."""
+        self._close()
 
     def _close(self) -> None:
         self.state = CLOSED
@@ -751,6 +790,13 @@ class ClientConnection(asyncio.BufferedProtocol):
         )
 
     # ------------------------------------------------------------------ timers
+    def _load_timeouts(self) -> None:
+        t = self.gw.timeouts
+        if t is not self.timeouts:  # a reload published new ones
+            self.timeouts = t
+            self.t_idle, self.t_header, self.t_body = t.idle, t.header_read, t.body_read
+            self.t_response, self.t_read = t.response_header, t.upstream_read
+
     def _arm(self, deadline: float) -> None:
         """One timer per connection; moving the deadline later costs no reschedule."""
         self.deadline = deadline
@@ -768,7 +814,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.timer_at = self.deadline
             self.timer = self.loop.call_at(self.deadline, self._on_timer)
             return
-        t = self.gw.timeouts
+        t = self.timeouts
         st = self.state
         if st == IDLE:
             self._close()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import deque
 from typing import TYPE_CHECKING
 
 from gwfast._native.chunks import MAX_BODY_CAP, ChunkError, ChunkReader
@@ -28,10 +27,11 @@ if TYPE_CHECKING:
 # Proxy-Connection, TE, Trailer, Upgrade; and Mcp-Session-Id, which the relay rewrites.
 
 HEAD, BODY, DONE = 0, 1, 2
+COPY_MAX = 8192  # bodies up to this size are copied, as in proxy.py; larger ones are views
 RESPONSE = ResponseScanner()  # shared by the worker's connections: scans never interleave
 
 
-class Upstream(asyncio.Protocol):
+class Upstream:  # an asyncio.Protocol
     """One connection to an endpoint; relays one response at a time to a client."""
 
     __slots__ = (
@@ -89,7 +89,7 @@ class Upstream(asyncio.Protocol):
             self.client = None
             if self.state == BODY and self.reframe:
                 client.write_upstream(b"0\r\n\r\n")  # a close-delimited body ends here
-                client.response_done(self, reusable=False)
+                client.response_done(self, False)
             else:
                 client.upstream_failed(self, "the endpoint closed the connection", self.state)
 
@@ -193,12 +193,10 @@ class Upstream(asyncio.Protocol):
             b.m[b.m_base + STREAMS] += 1
 
     def _client_head(self, client: ClientConnection, sc, data: bytes) -> bytes:
-        parts = [b"HTTP/1.1", data[8 : sc.line_end]]
-        for i in range(sc.n_kept):
-            parts.append(data[sc.kept_start(i) : sc.kept_end(i)])
+        kept = sc.kept(data)
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
-            listed = header_value(data, b"connection") or b""
-            parts = [parts[0], parts[1], drop_connection_listed(b"".join(parts[2:]), listed)]
+            kept = drop_connection_listed(kept, header_value(data, b"connection") or b"")
+        parts = [b"HTTP/1.1", data[8 : sc.line_end], kept]
         if sc.session_start >= 0:
             sid = client.session_for_client(data[sc.session_start : sc.session_end])
             parts += (b"Mcp-Session-Id: ", sid, b"\r\n")
@@ -229,7 +227,12 @@ class Upstream(asyncio.Protocol):
                 done = self.body_left == 0
             if stop < n:  # bytes past the end of the response: the connection is unusable
                 self.keep_alive = False
-            body = data if pos == 0 and stop == n else memoryview(data)[pos:stop]
+            if pos == 0 and stop == n:
+                body = data
+            elif stop - pos <= COPY_MAX:
+                body = data[pos:stop]
+            else:
+                body = memoryview(data)[pos:stop]
         if head is None:
             client.write_upstream(body)
         else:
@@ -244,7 +247,7 @@ class Upstream(asyncio.Protocol):
     def _finish(self, client: ClientConnection) -> None:
         self.state = DONE
         self.client = None
-        client.response_done(self, reusable=self.keep_alive and not self.closed)
+        client.response_done(self, self.keep_alive and not self.closed)
 
     def _bad(self, client: ClientConnection, why: str) -> None:
         state = self.state
@@ -261,7 +264,7 @@ class Pool:
         self.loop = loop
         self.keepalive = keepalive
         self.max_idle = max_idle
-        self.idle: dict[object, deque[Upstream]] = {}
+        self.idle: dict[object, list[Upstream]] = {}  # oldest first
         self.open = 0  # connections this worker holds, idle or busy
         self._reaper = loop.call_later(min(1.0, keepalive / 2), self._reap)
 
@@ -280,7 +283,7 @@ class Pool:
             return
         q = self.idle.get(up.ep.ident)
         if q is None:
-            q = self.idle[up.ep.ident] = deque()
+            q = self.idle[up.ep.ident] = []
         if len(q) >= self.max_idle:
             up.close()
             return
@@ -304,7 +307,7 @@ class Pool:
         cutoff = self.loop.time() - self.keepalive
         for q in self.idle.values():
             while q and q[0].idle_since < cutoff:
-                q.popleft().close()
+                q.pop(0).close()
         self._reaper = self.loop.call_later(min(1.0, self.keepalive / 2), self._reap)
 
     def close_idle(self, keep: set[bytes] | None = None) -> None:

@@ -38,14 +38,15 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from gwfast import admin
+from gwfast import admin, relay
 from gwfast._native import headscan, ring
 from gwfast.config import BackendConfig, Config, ConfigError, Duration, load_config_file
 from gwfast.gateway import Gateway
 from gwfast.health import HealthChecker
 from gwfast.metrics import Region, SharedBlock
 from gwfast.model import Snapshot
-from gwfast.proxy import CLOSED, IDLE, ClientConnection
+from gwfast.proxy import CLOSED, IDLE
+from gwfast.relay import ClientConnection
 from gwfast.sessions import SessionSealer
 
 log = logging.getLogger("gwfast")
@@ -227,12 +228,13 @@ class Worker:
         if self.channel is not None:
             channel_task = asyncio.create_task(self._read_channel(self.channel))
         log.info(
-            "worker %d serving on %s:%d (native scanner %s, native ring %s)",
+            "worker %d serving on %s:%d (native scanner %s, ring %s, relay %s)",
             self.pid,
             snapshot.host,
             snapshot.port,
             headscan.COMPILED,
             ring.COMPILED,
+            relay.COMPILED,
         )
         try:
             await self.stopping.wait()
@@ -356,7 +358,7 @@ class Worker:
             busy = 0
             for c in list(gw.connections):
                 if c.state == IDLE:
-                    c._close()
+                    c.close()
                 elif c.state != CLOSED:
                     # answer with Connection: close and close once this request ends
                     c.close_after = True
@@ -374,7 +376,7 @@ class Worker:
                 break
             await asyncio.sleep(DRAIN_POLL)
         for c in list(gw.connections):
-            c._close()
+            c.close()
         log.info("worker %d stopped", self.pid)
 
 

@@ -117,3 +117,22 @@ def test_one_chunk_error_class() -> None:
 
         assert _chunks_c.ChunkError is chunks_py.ChunkError
         assert _chunks_c.TrailersTooLarge is chunks_py.TrailersTooLarge
+
+
+def test_relay_twin_selected() -> None:
+    from gwfast import proxy, relay, upstream
+
+    if NO_EXTENSIONS:
+        assert not relay.COMPILED
+        assert relay.ClientConnection is proxy.ClientConnection
+        assert relay.Pool is upstream.Pool
+    else:
+        # the symlinked sources import as plain Python when not built: check the files
+        from gwfast import _proxy_c, _upstream_c
+
+        assert not _proxy_c.__file__.endswith(".py"), HINT
+        assert not _upstream_c.__file__.endswith(".py"), HINT
+        assert relay.COMPILED
+        assert relay.ClientConnection is _proxy_c.ClientConnection
+        assert relay.Pool is _upstream_c.Pool
+        assert relay.Upstream is _upstream_c.Upstream

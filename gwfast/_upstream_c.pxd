@@ -1,0 +1,43 @@
+# C types for upstream.py, compiled through the _upstream_c.py symlink (see relay.py).
+
+from gwfast._native._resphead_c cimport ResponseScanner as CResponseScanner
+from gwfast._proxy_c cimport ClientConnection as CClient
+
+cdef int HEAD, BODY, DONE
+cdef Py_ssize_t COPY_MAX
+cdef CResponseScanner RESPONSE
+
+
+cdef class Pool:
+    cdef public object loop
+    cdef public double keepalive
+    cdef public Py_ssize_t max_idle
+    cdef public dict idle
+    cdef public Py_ssize_t open
+    cdef object _reaper
+
+    cpdef Upstream acquire(self, object ep)
+    cpdef release(self, Upstream up)
+    cpdef forget(self, Upstream up)
+
+
+cdef class Upstream:
+    cdef public object ep
+    cdef public Pool pool
+    cdef public object transport
+    cdef public CClient client
+    cdef public int state
+    cdef public bytearray head_buf
+    cdef public long long body_left
+    cdef public object chunks
+    cdef public bint reframe, keep_alive, closed, streaming
+    cdef public double idle_since
+    cdef public int status
+
+    cpdef begin(self, CClient client)
+    cpdef close(self)
+    cdef _received(self, bytes data)
+    cdef bytes _client_head(self, CClient client, CResponseScanner sc, bytes data)
+    cdef _body(self, CClient client, bytes data, Py_ssize_t pos, object head=*)
+    cdef _finish(self, CClient client)
+    cdef _bad(self, CClient client, str why)
