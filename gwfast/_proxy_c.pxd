@@ -34,6 +34,8 @@ cdef class ClientConnection:
     cdef public bytes method, target_rest, head_rest
     cdef public list free
     cdef public tuple lease
+    cdef public bytes host_ok
+    cdef public object host_ok_by
     cdef public CPool pool
     cdef public object timeouts
     cdef public double t_idle, t_header, t_body, t_response, t_read

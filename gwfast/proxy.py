@@ -107,6 +107,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         "std",
         "free",
         "lease",
+        "host_ok",
+        "host_ok_by",
         "pool",
         "timeouts",
         "t_idle",
@@ -132,6 +134,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.std = self.size = max(65536, 2 * lim.max_header_bytes)
         self.free = BUFFERS.free_list(self.std, lim.max_headers, lim.max_header_bytes)
         self.lease: tuple | None = None  # (buf, mv, scanner) as taken from `free`
+        self.host_ok = b""  # the last Host value `host_ok_by` (gw.hosts) allowed
+        self.host_ok_by = None
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
         self.buf: bytearray | None = None
@@ -323,7 +327,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         n = self.scan_pos - self.start
         if n > 0:
             if n <= COPY_MAX:
-                body = self.buf[self.start : self.scan_pos]
+                body = self.scanner.span(self.buf, self.start, self.scan_pos)
                 up.transport.write(body if head is None else head + body)
                 self.start = self.scan_pos
             else:
@@ -407,7 +411,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         elif sc.content_length > 0:
             self.body_left = sc.content_length
         self.request_done = self.chunks is None and self.body_left == 0
-        if not target or b"#" in target:
+        if not target or target.find(b"#") >= 0:  # `in` costs a raised TypeError in C
             self.fail(
                 400,
                 "invalid request target: send an absolute path such as /name/mcp "
@@ -421,17 +425,20 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             host = b""
         else:
             host = sc.span(buf, sc.host_start, sc.host_end)
-            allowed = gw.hosts.allows(host)
-            if allowed is None:
-                self.fail(400, "invalid Host header: expected host[:port]")
-                return
-            if not allowed:
-                self.fail(
-                    403,
-                    f"Host {host.decode('latin-1')!r} is not allowed: add it to "
-                    "allowed_hosts (DNS-rebinding protection)",
-                )
-                return
+            hosts = gw.hosts
+            if host != self.host_ok or hosts is not self.host_ok_by:  # a client's Host
+                allowed = hosts.allows(host)  # rarely changes: its last pass is kept
+                if allowed is None:
+                    self.fail(400, "invalid Host header: expected host[:port]")
+                    return
+                if not allowed:
+                    self.fail(
+                        403,
+                        f"Host {host.decode('latin-1')!r} is not allowed: add it to "
+                        "allowed_hosts (DNS-rebinding protection)",
+                    )
+                    return
+                self.host_ok, self.host_ok_by = host, hosts
         if sc.origin_start >= 0:
             origin = sc.span(buf, sc.origin_start, sc.origin_end)
             if not gw.origins.allows(origin, host):
@@ -464,7 +471,12 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.session_token = self.backend_sid = None
         if backend.session_affinity and sc.session_start >= 0:
             token = sc.span(buf, sc.session_start, sc.session_end)
-            opened = gw.sealer.open(backend.name_b, token)
+            sealer = gw.sealer
+            hit = sealer.cache.get(token)  # SessionSealer.open's own first step, inlined
+            if hit is not None and hit[0] == backend.name_b:
+                opened = hit[1]
+            else:
+                opened = sealer.open(backend.name_b, token)
             if opened is None:
                 self.fail(
                     404,
@@ -503,21 +515,31 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         kept = sc.kept(self.buf)
         if sc.conn_other:
             kept = drop_connection_listed(kept, self._header_value(b"connection") or b"")
-        parts: list = [kept]
-        if self.backend_sid is not None:
-            parts += (b"Mcp-Session-Id: ", self.backend_sid, b"\r\n")
         if sc.xff_start >= 0:
-            parts += (
-                b"X-Forwarded-For: ",
-                sc.span(self.buf, sc.xff_start, sc.xff_end),
-                b", ",
-                self.peer,
-                b"\r\n",
+            xff = b"".join(
+                (
+                    b"X-Forwarded-For: ",
+                    sc.span(self.buf, sc.xff_start, sc.xff_end),
+                    b", ",
+                    self.peer,
+                    b"\r\n",
+                )
             )
         else:
-            parts.append(self.xff_line)
-        parts += (b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ", host, b"\r\n\r\n")
-        return b"".join(parts)
+            xff = self.xff_line
+        sid = self.backend_sid
+        return b"".join(  # one tuple, one join: the empty pieces cost nothing
+            (
+                kept,
+                b"" if sid is None else b"Mcp-Session-Id: ",
+                b"" if sid is None else sid,
+                b"" if sid is None else b"\r\n",
+                xff,
+                b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ",
+                host,
+                b"\r\n\r\n",
+            )
+        )
 
     def _header_value(self, name: bytes) -> bytes | None:
         """Slow path: the first value of any header, found in the raw head."""

@@ -196,16 +196,22 @@ class Upstream:  # an asyncio.Protocol
         kept = sc.kept(data)
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
             kept = drop_connection_listed(kept, header_value(data, b"connection") or b"")
-        parts = [b"HTTP/1.1", data[8 : sc.line_end], kept]
-        if sc.session_start >= 0:
-            sid = client.session_for_client(data[sc.session_start : sc.session_end])
-            parts += (b"Mcp-Session-Id: ", sid, b"\r\n")
-        if self.reframe:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if client.close_after:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        has_sid = sc.session_start >= 0
+        return b"".join(  # one tuple, one join: the empty pieces cost nothing
+            (
+                b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
+                sc.span(data, 8, sc.line_end),
+                kept,
+                b"Mcp-Session-Id: " if has_sid else b"",
+                client.session_for_client(sc.span(data, sc.session_start, sc.session_end))
+                if has_sid
+                else b"",
+                b"\r\n" if has_sid else b"",
+                b"Transfer-Encoding: chunked\r\n" if self.reframe else b"",
+                b"Connection: close\r\n" if client.close_after else b"",
+                b"\r\n",
+            )
+        )
 
     def _body(self, client: ClientConnection, data: bytes, pos: int, head=None) -> None:
         """Relay data[pos:] (after `head`, in one writev) and follow the framing to the end."""
@@ -230,7 +236,7 @@ class Upstream:  # an asyncio.Protocol
             if pos == 0 and stop == n:
                 body = data
             elif stop - pos <= COPY_MAX:
-                body = data[pos:stop]
+                body = RESPONSE.span(data, pos, stop)
             else:
                 body = memoryview(data)[pos:stop]
         if head is None:

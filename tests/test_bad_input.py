@@ -723,6 +723,28 @@ async def test_host_not_allowed_403(gw: Gateway, proxy: FaultProxy, host: str) -
     assert not proxy.find(probe.encode())
 
 
+async def test_host_checked_on_every_request_of_a_connection(
+    gw: Gateway, proxy: FaultProxy
+) -> None:
+    """The relay remembers the last Host it allowed on a connection: a different one on the
+    same keep-alive connection must still be refused, and never reach the backend."""
+    probes = [new_probe() for _ in range(3)]
+    # no body: the 403 then keeps the connection open (an unread body would close it)
+    refused = req(b"Host: " + HOSTS_REFUSED[1].encode(), host=False, body=b"")
+    async with await RawConnection.open(HOST, gw.port) as conn:
+        for template, probe, status in zip(
+            [req(), refused, req()], probes, [200, 403, 200], strict=True
+        ):
+            await conn.send(fill(template, gw, probe))
+            resp = await conn.read_response(timeout=10)
+            if status == 200:
+                assert resp.status == 200, resp
+            else:
+                check_error(resp, status)
+    assert proxy.find(probes[0].encode()) and proxy.find(probes[2].encode())
+    assert not proxy.find(probes[1].encode()), "a refused Host reached the backend"
+
+
 @pytest.mark.parametrize("origin", ORIGINS_REFUSED)
 async def test_origin_not_allowed_403(gw: Gateway, proxy: FaultProxy, origin: str) -> None:
     probe = new_probe()
