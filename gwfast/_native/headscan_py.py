@@ -58,8 +58,9 @@ DROPPED_HEADERS = frozenset(
 # tchar, RFC 9110 §5.6.2: field names and methods are tokens.
 _TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 TCHAR_TABLE = bytes(1 if i in _TCHARS else 0 for i in range(256))
-# request-target, RFC 9112 §3.2: visible ASCII only (anything else must be percent-encoded).
-TARGET_TABLE = bytes(1 if 0x21 <= i <= 0x7E else 0 for i in range(256))
+# request-target, RFC 9112 §3.2: visible ASCII only (anything else must be percent-encoded),
+# and no "#": a fragment is never part of a request target (RFC 9110 §7.1).
+TARGET_TABLE = bytes(1 if 0x21 <= i <= 0x7E and i != 0x23 else 0 for i in range(256))
 # field-value bytes, RFC 9110 §5.5: HTAB, SP, VCHAR and obs-text; every other CTL rejected.
 VALUE_TABLE = bytes(1 if i == 0x09 or 0x20 <= i <= 0x7E or i >= 0x80 else 0 for i in range(256))
 
@@ -107,8 +108,8 @@ E_REQUEST_LINE = (
 )
 E_METHOD = "request method is empty or not a token; send e.g. POST or GET (RFC 9112 §3.1)"
 E_TARGET = (
-    "request target is empty or has bytes outside visible ASCII; percent-encode them"
-    " (RFC 9112 §3.2)"
+    "request target is empty, has a fragment ('#') or bytes outside visible ASCII; send an"
+    " absolute path such as /name/mcp and percent-encode other bytes (RFC 9112 §3.2)"
 )
 E_VERSION_UNSUPPORTED = (
     "unsupported HTTP version: only HTTP/1.x (HTTP/1.1 or HTTP/1.0) is supported here"
