@@ -1,5 +1,7 @@
 # C types for upstream.py, compiled through the _upstream_c.py symlink (see relay.py).
 
+cimport cython
+
 from gwfast._native._resphead_c cimport ResponseScanner as CResponseScanner
 from gwfast._proxy_c cimport ClientConnection as CClient
 
@@ -16,8 +18,11 @@ cdef class Pool:
     cdef public Py_ssize_t open
     cdef object _reaper
 
+    @cython.locals(q=list, up=Upstream)
     cpdef Upstream acquire(self, object ep)
+    @cython.locals(q=list)
     cpdef release(self, Upstream up)
+    @cython.locals(q=list)
     cpdef forget(self, Upstream up)
 
 

@@ -2,18 +2,46 @@
 # One copy of what both need to hand a span of the caller's buffer back as bytes.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
+
+
+cdef inline bytes _copy(const char* d, Py_ssize_t size, Py_ssize_t start, Py_ssize_t end,
+                        str error):
+    if not 0 <= start <= end <= size:
+        raise ValueError(error)
+    return PyBytes_FromStringAndSize(d + start, end - start)
+
+
+cdef inline bytes _join(const char* d, Py_ssize_t size, const Py_ssize_t* runs, Py_ssize_t n,
+                        str error):
+    cdef Py_ssize_t i, total = 0
+    cdef bytes out
+    cdef char* p
+    for i in range(n):
+        if not 0 <= runs[2 * i] <= runs[2 * i + 1] <= size:
+            raise ValueError(error)
+        total += runs[2 * i + 1] - runs[2 * i]
+    out = PyBytes_FromStringAndSize(NULL, total)
+    p = PyBytes_AS_STRING(out)
+    for i in range(n):
+        memcpy(p, d + runs[2 * i], runs[2 * i + 1] - runs[2 * i])
+        p += runs[2 * i + 1] - runs[2 * i]
+    return out
 
 
 cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str error):
     """bytes(buf[start:end]) in one allocation; ValueError(error) if the span is not in buf."""
     cdef Py_buffer view
+    # bytes and bytearray (what the relay passes) without the buffer protocol's round trip
+    if type(buf) is bytearray:
+        return _copy(PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), start, end, error)
+    if type(buf) is bytes:
+        return _copy(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), start, end, error)
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
-        if not 0 <= start <= end <= view.len:
-            raise ValueError(error)
-        return PyBytes_FromStringAndSize(<const char*>view.buf + start, end - start)
+        return _copy(<const char*>view.buf, view.len, start, end, error)
     finally:
         PyBuffer_Release(&view)
 
@@ -21,20 +49,12 @@ cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str e
 cdef inline bytes join_runs(object buf, const Py_ssize_t* runs, Py_ssize_t n, str error):
     """The (start, end) runs of buf, joined, in one allocation."""
     cdef Py_buffer view
-    cdef Py_ssize_t i, total = 0
-    cdef bytes out
-    cdef char* p
+    if type(buf) is bytearray:
+        return _join(PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), runs, n, error)
+    if type(buf) is bytes:
+        return _join(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), runs, n, error)
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
-        for i in range(n):
-            if not 0 <= runs[2 * i] <= runs[2 * i + 1] <= view.len:
-                raise ValueError(error)
-            total += runs[2 * i + 1] - runs[2 * i]
-        out = PyBytes_FromStringAndSize(NULL, total)
-        p = PyBytes_AS_STRING(out)
-        for i in range(n):
-            memcpy(p, <const char*>view.buf + runs[2 * i], runs[2 * i + 1] - runs[2 * i])
-            p += runs[2 * i + 1] - runs[2 * i]
-        return out
+        return _join(<const char*>view.buf, view.len, runs, n, error)
     finally:
         PyBuffer_Release(&view)
