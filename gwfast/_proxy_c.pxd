@@ -1,12 +1,14 @@
 # C types for proxy.py, compiled through the _proxy_c.py symlink (see relay.py).
 
+cimport cython
+
 from gwfast._native._headscan_c cimport HeadScanner as CHeadScanner
 from gwfast._upstream_c cimport Pool as CPool
 from gwfast._upstream_c cimport Upstream as CUpstream
 
 cdef int IDLE, HEAD, CONNECTING, FORWARD, CLOSED
 cdef int P_BUFFER, P_UPSTREAM
-cdef Py_ssize_t KEEP_FREE, COPY_MAX
+cdef Py_ssize_t KEEP_FREE, COPY_MAX, SESSIONS_KEPT
 
 
 cdef class ClientConnection:
@@ -36,6 +38,9 @@ cdef class ClientConnection:
     cdef public tuple lease
     cdef public bytes host_ok
     cdef public object host_ok_by
+    cdef public bytes route_path
+    cdef public object route_table, route_backend, settings_of
+    cdef public long long max_body
     cdef public CPool pool
     cdef public object timeouts
     cdef public double t_idle, t_header, t_body, t_response, t_read
@@ -52,7 +57,9 @@ cdef class ClientConnection:
     cdef _release_buffer(self)
     cdef _new_buffer(self)
     cdef _make_room(self, bint force=*)
+    @cython.locals(known=tuple, method=bytes, target=bytes, path=bytes, query=bytes, host=bytes, token=bytes)
     cdef _on_head(self, Py_ssize_t head_end)
+    cdef tuple _open_session(self, object backend, bytes token)
     cdef bytes _head_rest(self, bytes host)
     cdef _header_value(self, bytes name)
     cdef _choose(self, object backend, object exclude)
@@ -73,4 +80,4 @@ cdef class ClientConnection:
     cdef _close(self)
     cdef str _too_large(self)
     cdef _arm(self, double deadline)
-    cdef _load_timeouts(self)
+    cdef _load_settings(self)

@@ -96,6 +96,9 @@ class Backend:
         )
         self.endpoints = tuple(Endpoint(u, i, self) for i, u in enumerate(cfg.endpoints))
         self.by_ident = {e.ident: e for e in self.endpoints}
+        # session ids opened for this backend: token -> (endpoint, backend session id),
+        # filled by the relay (a new snapshot starts empty: keys and endpoints may change)
+        self.sessions: dict[bytes, tuple[Endpoint, bytes]] = {}
         self.ring = HashRing([e.ident for e in self.endpoints])
         self.loads = array.array("q", bytes(8 * len(self.endpoints)))
         self.eligible = bytearray(b"\x01" * len(self.endpoints))

@@ -68,6 +68,7 @@ KEEP_FREE = 64
 # Bodies up to this size are copied into the write (one buffer, no writev, no view of the
 # read buffer left with the transport); larger ones go out as views without copying.
 COPY_MAX = 8192
+SESSIONS_KEPT = 16384  # opened session ids kept per backend (then the map starts afresh)
 BUFFERS = BufferPool()
 
 
@@ -109,6 +110,11 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         "lease",
         "host_ok",
         "host_ok_by",
+        "route_path",
+        "route_table",
+        "route_backend",
+        "settings_of",
+        "max_body",
         "pool",
         "timeouts",
         "t_idle",
@@ -124,7 +130,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.gw = gw
         self.loop = gw.loop
         self.pool = gw.pool  # one per worker, for good: reloads keep it
-        # a request's timeouts are those in force when it began (`_load_timeouts`)
+        # a request's timeouts and limits are those in force when it began (`_load_settings`)
         self.timeouts = None
         self.t_idle = self.t_header = self.t_body = self.t_response = self.t_read = 0.0
         lim = gw.limits
@@ -136,6 +142,10 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.lease: tuple | None = None  # (buf, mv, scanner) as taken from `free`
         self.host_ok = b""  # the last Host value `host_ok_by` (gw.hosts) allowed
         self.host_ok_by = None
+        self.route_path = b""  # the last path routed, in `route_table` (gw.routes)
+        self.route_table = self.route_backend = None
+        self.settings_of = None  # the snapshot the timeouts and max_body below come from
+        self.max_body = 0
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
         self.buf: bytearray | None = None
@@ -177,7 +187,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.peer = peer[0].encode()
         self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         self.transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[union-attr]
-        self._load_timeouts()
+        self._load_settings()
         self._arm(self.loop.time() + self.t_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -219,7 +229,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         fresh = self.state == IDLE
         if fresh:
             self.state = HEAD
-            self._load_timeouts()
+            self._load_settings()
         try:
             self._process()
         except Exception:  # a bug must cost this request only, never the worker
@@ -268,6 +278,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 self._on_head(head_end)
                 if self.state == IDLE and self.start < self.end:
                     self.state = HEAD  # a pipelined request follows an answered one
+                    self._load_settings()
                     continue
                 if self.state not in (CONNECTING, FORWARD):
                     return
@@ -414,8 +425,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if not target:  # an absolute form without http(s):// (the scanner refused "#")
             self.fail(
                 400,
-                "invalid request target: send an absolute path such as /name/mcp "
-                "(RFC 9112 §3.2)",
+                "invalid request target: send an absolute path such as /name/mcp (RFC 9112 §3.2)",
             )
             return
         if sc.host_start < 0:
@@ -448,10 +458,15 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                     "to allowed_origins (DNS-rebinding protection)",
                 )
                 return
-        backend = gw.routes.get(path)
-        if backend is None:
-            self._local(method, path)
-            return
+        routes = gw.routes
+        if path == self.route_path and routes is self.route_table:
+            backend = self.route_backend  # a connection mostly asks one backend
+        else:
+            backend = routes.get(path)
+            if backend is None:
+                self._local(method, path)
+                return
+            self.route_path, self.route_table, self.route_backend = path, routes, backend
         self.backend = backend  # from here on, errors are counted for this backend
         if method != b"POST" and method != b"GET" and method != b"DELETE":
             self.fail(
@@ -461,7 +476,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 headers=ALLOW,
             )
             return
-        if sc.content_length > gw.limits.max_body_bytes:
+        if sc.content_length > self.max_body:
             self.fail(413, self._too_large())
             return
         if sc.expect_start >= 0 and not self.request_done:
@@ -471,29 +486,13 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.session_token = self.backend_sid = None
         if backend.session_affinity and sc.session_start >= 0:
             token = sc.span(buf, sc.session_start, sc.session_end)
-            sealer = gw.sealer
-            hit = sealer.cache.get(token)  # SessionSealer.open's own first step, inlined
-            if hit is not None and hit[0] == backend.name_b:
-                opened = hit[1]
-            else:
-                opened = sealer.open(backend.name_b, token)
-            if opened is None:
-                self.fail(
-                    404,
-                    "session not found: this Mcp-Session-Id was not issued by this "
-                    "gateway for this backend (or its key was retired); start a new "
-                    "session with initialize",
-                )
-                return
-            ep = backend.by_ident.get(opened[0])
-            if ep is None:
-                self.fail(
-                    404,
-                    "session not found: its endpoint is no longer configured; start "
-                    "a new session with initialize",
-                )
-                return
-            self.session_token, self.backend_sid = token, opened[1]
+            known = backend.sessions.get(token)  # (endpoint, backend session id)
+            if known is None:
+                known = self._open_session(backend, token)
+                if known is None:
+                    return  # answered 404
+            ep = known[0]
+            self.session_token, self.backend_sid = token, known[1]
         self.method = method
         # read now: by a connect retry the head may be gone from the buffer
         self.place_key = (
@@ -509,6 +508,33 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 self.fail(503, f"backend {backend.name!r} has no healthy endpoint; retry later")
                 return
         self._dispatch(ep)
+
+    def _open_session(self, backend: Backend, token: bytes) -> tuple | None:
+        """A session id this snapshot's backend has not seen: open it (AES-GCM) and find its
+        endpoint, kept in `backend.sessions`; None once answered 404. A reload publishes new
+        Backend objects, so a retired key or a removed endpoint is never served from there."""
+        opened = self.gw.sealer.open(backend.name_b, token)
+        if opened is None:
+            self.fail(
+                404,
+                "session not found: this Mcp-Session-Id was not issued by this "
+                "gateway for this backend (or its key was retired); start a new "
+                "session with initialize",
+            )
+            return None
+        ep = backend.by_ident.get(opened[0])
+        if ep is None:
+            self.fail(
+                404,
+                "session not found: its endpoint is no longer configured; start "
+                "a new session with initialize",
+            )
+            return None
+        known = (ep, opened[1])
+        if len(backend.sessions) >= SESSIONS_KEPT:
+            backend.sessions.clear()
+        backend.sessions[token] = known
+        return known
 
     def _head_rest(self, host: bytes) -> bytes:
         sc = self.scanner
@@ -741,6 +767,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.resume_reading(P_BUFFER | P_UPSTREAM)
         if self.start < self.end:
             self.state = HEAD
+            self._load_settings()
             self._arm(self.loop.time() + self.t_header)
             self.loop.call_soon(self._process)
 
@@ -812,12 +839,14 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         )
 
     # ------------------------------------------------------------------ timers
-    def _load_timeouts(self) -> None:
-        t = self.gw.timeouts
-        if t is not self.timeouts:  # a reload published new ones
-            self.timeouts = t
+    def _load_settings(self) -> None:
+        gw = self.gw
+        if gw.snapshot is not self.settings_of:  # a reload published new ones
+            self.settings_of = gw.snapshot
+            t = self.timeouts = gw.timeouts
             self.t_idle, self.t_header, self.t_body = t.idle, t.header_read, t.body_read
             self.t_response, self.t_read = t.response_header, t.upstream_read
+            self.max_body = gw.limits.max_body_bytes
 
     def _arm(self, deadline: float) -> None:
         """One timer per connection; moving the deadline later costs no reschedule."""

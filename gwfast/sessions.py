@@ -39,7 +39,7 @@ def key_id(key: bytes) -> bytes:
 class SessionSealer:
     """Seal and open session ids with a key ring (first key seals, all open)."""
 
-    __slots__ = ("_seal_id", "_seal", "_open", "cache")
+    __slots__ = ("_seal_id", "_seal", "_open", "_cache")
 
     def __init__(self, keys: list[bytes]) -> None:
         if not keys:
@@ -49,9 +49,8 @@ class SessionSealer:
                 raise ValueError("session keys are 32 raw bytes")
         self._seal_id = key_id(keys[0])
         self._seal = AESGCM(keys[0])
-        # token -> (backend, opened): keyed by the token alone, so a hit builds no tuple;
-        # the compiled relay probes it before calling open() (a Python call it then saves)
-        self.cache: dict[bytes, tuple[bytes, tuple[bytes, bytes]]] = {}
+        # token -> (backend, opened): keyed by the token alone, so a hit builds no tuple
+        self._cache: dict[bytes, tuple[bytes, tuple[bytes, bytes]]] = {}
         self._open: dict[bytes, list[AESGCM]] = {}
         for k in keys:  # two keys may share a 4-byte id: try each
             self._open.setdefault(key_id(k), []).append(AESGCM(k))
@@ -64,7 +63,7 @@ class SessionSealer:
 
     def open(self, backend: bytes, token: bytes) -> tuple[bytes, bytes] | None:
         """(endpoint identity, backend session id), or None for anything that does not open."""
-        hit = self.cache.get(token)
+        hit = self._cache.get(token)
         if hit is not None and hit[0] == backend:
             return hit[1]
         if len(token) > MAX_TOKEN_LEN:
@@ -85,8 +84,8 @@ class SessionSealer:
             except InvalidTag:
                 continue
             opened = pt[:IDENT_LEN], pt[IDENT_LEN:]
-            if len(self.cache) >= CACHE_MAX:
-                self.cache.clear()
-            self.cache[token] = (backend, opened)
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[token] = (backend, opened)
             return opened
         return None

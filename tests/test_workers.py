@@ -313,6 +313,44 @@ async def test_sessions_and_streams_survive_a_reload(reps, gateway_factory):
         assert raw[1:5] == new_kid
 
 
+async def test_a_reload_forgets_opened_sessions_of_removed_endpoints_and_retired_keys(
+    reps, gateway_factory
+):
+    """The relay keeps opened session ids per backend; a reload must not serve from what it
+    kept: a removed endpoint's sessions and a retired key's sessions get 404 at once."""
+    r0, r1, _ = reps
+    k1, k2 = _key(), _key()
+    gw = gateway_factory.start({"s": backend_config([r0.url, r1.url])}, session_keys=[k1])
+    owners: dict[str, str] = {}
+    for _ in range(40):
+        if {r0.name, r1.name} <= set(owners.values()):
+            break
+        resp = await initialize(gw, "s")
+        assert resp.status == 200, resp
+        owners[resp.header("mcp-session-id")] = resp.header("x-replica")
+    assert {r0.name, r1.name} <= set(owners.values()), owners
+    for sid, owner in owners.items():  # opened and kept by the (single) worker
+        resp = await whoami(gw, "s", sid)
+        assert resp.status == 200 and replica_said(resp) == owner, resp
+
+    rewrite(gw, backends={"s": backend_config([r1.url])}, session_keys=[k2, k1])
+    await reload(gw, generation=1, workers=1)
+    for sid, owner in owners.items():
+        resp = await whoami(gw, "s", sid)
+        if owner == r0.name:
+            assert resp.status == 404, resp
+            assert "no longer configured" in resp.jsonrpc_error()["message"]
+        else:
+            assert resp.status == 200 and replica_said(resp) == owner, resp
+
+    rewrite(gw, backends={"s": backend_config([r1.url])}, session_keys=[k2])  # k1 retired
+    await reload(gw, generation=2, workers=1)
+    for sid in owners:
+        resp = await whoami(gw, "s", sid)
+        assert resp.status == 404, resp
+        assert "key was retired" in resp.jsonrpc_error()["message"]
+
+
 # ----------------------------------------------------------------------------- drain
 
 
