@@ -53,11 +53,11 @@ cdef class ClientConnection:
     cpdef _process(self)
     cdef bint _advance(self) except -1
     cdef _body(self)
-    cdef _send_body(self, bytes head=*)
+    cdef _send_body(self, tuple head=*)
     cdef _release_buffer(self)
     cdef _new_buffer(self)
     cdef _make_room(self, bint force=*)
-    @cython.locals(known=tuple, method=bytes, target=bytes, path=bytes, query=bytes, host=bytes, token=bytes)
+    @cython.locals(known=tuple, method=bytes, target=bytes, path=bytes, qs=Py_ssize_t, host=bytes, token=bytes)
     cdef _on_head(self, Py_ssize_t head_end)
     cdef tuple _open_session(self, object backend, bytes token)
     cdef bytes _head_rest(self, bytes host)

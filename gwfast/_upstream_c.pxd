@@ -43,6 +43,7 @@ cdef class Upstream:
     cpdef close(self)
     cdef _received(self, bytes data)
     cdef bytes _client_head(self, CClient client, CResponseScanner sc, bytes data)
+    @cython.locals(n=Py_ssize_t, stop=Py_ssize_t, done=bint)
     cdef _body(self, CClient client, bytes data, Py_ssize_t pos, object head=*)
     cdef _finish(self, CClient client)
     cdef _bad(self, CClient client, str why)

@@ -48,6 +48,7 @@ IDLE, HEAD, CONNECTING, FORWARD, CLOSED = range(5)
 P_BUFFER, P_UPSTREAM = 1, 2  # reasons to pause reading from the client
 ALLOW = (("Allow", "GET, POST, DELETE"),)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+TARGET_REST = b" HTTP/1.1\r\nHost: "  # after the path and query of a request line
 HEALTHZ = plain_response(200, b'{"status":"ok"}')
 
 
@@ -329,9 +330,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if self.buf is not None and self.end == len(self.buf):
             self._make_room()
 
-    def _send_body(self, head: bytes | None = None) -> None:
-        """Write the validated body bytes (after `head`): copied when small, else (in one
-        writev) as a view of the read buffer."""
+    def _send_body(self, head: tuple | None = None) -> None:
+        """Write the validated body bytes after the parts of `head`: copied into one buffer
+        when small, else (in one writev) as a view of the read buffer."""
         up = self.upstream
         if up is None or up.transport is None:
             return
@@ -339,19 +340,19 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if n > 0:
             if n <= COPY_MAX:
                 body = self.scanner.span(self.buf, self.start, self.scan_pos)
-                up.transport.write(body if head is None else head + body)
+                up.transport.write(body if head is None else b"".join(head + (body,)))
                 self.start = self.scan_pos
             else:
                 view = self.mv[self.start : self.scan_pos]
                 if head is None:
                     up.transport.write(view)
                 else:
-                    up.transport.writelines((head, view))
+                    up.transport.writelines((b"".join(head), view))
                 self.start = self.scan_pos
                 if up.transport.get_write_buffer_size():
                     self._new_buffer()  # the transport holds a view of this one
         elif head is not None:
-            up.transport.write(head)
+            up.transport.write(b"".join(head))
         if self.start == self.end:
             self.start = self.end = self.scan_pos = 0
             self.resume_reading(P_BUFFER)
@@ -403,9 +404,12 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         gw = self.gw
         method = sc.span(buf, sc.method_start, sc.method_end)
         target = sc.span(buf, sc.target_start, sc.target_end)
-        if target[:1] != b"/":
+        if target[0] == 0x2F:  # "/...": the origin form (the scanner refuses empty targets)
+            qs = sc.query_start - sc.target_start if sc.query_start >= 0 else -1
+        else:
             target = _origin_form(target)
-        path, q, query = target.partition(b"?")
+            qs = target.find(b"?")
+        path = target if qs < 0 else target[:qs]
         self.close_after = (
             sc.conn_close or (sc.http_minor == 0 and not sc.conn_keep_alive) or gw.draining
         )  # a draining worker answers, then closes
@@ -500,7 +504,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             if backend.placement_header is not None
             else None
         )
-        self.target_rest = (b"?" + query if q else b"") + b" HTTP/1.1\r\nHost: "
+        self.target_rest = TARGET_REST if qs < 0 else target[qs:] + TARGET_REST
         self.head_rest = self._head_rest(host)
         if ep is None:
             ep = self._choose(backend, None)
@@ -655,17 +659,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if not self._advance():
             return
         self._send_body(
-            b"".join(
-                (
-                    self.method,
-                    b" ",
-                    ep.path,
-                    self.target_rest,
-                    ep.authority,
-                    b"\r\n",
-                    self.head_rest,
-                )
-            )
+            (self.method, b" ", ep.path, self.target_rest, ep.authority, b"\r\n", self.head_rest)
         )
         self._body()
 

@@ -29,6 +29,7 @@ ATTRS = (
     "method_end",
     "target_start",
     "target_end",
+    "query_start",
     "http_minor",
     "n_headers",
     "n_kept",

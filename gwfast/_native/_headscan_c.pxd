@@ -10,6 +10,7 @@ cdef enum Field:
 cdef class HeadScanner:
     cdef readonly Py_ssize_t max_headers, max_head_bytes
     cdef readonly Py_ssize_t line_start, method_start, method_end, target_start, target_end
+    cdef readonly Py_ssize_t query_start
     cdef readonly int http_minor
     cdef readonly Py_ssize_t n_headers, n_kept
     cdef readonly long long content_length

@@ -161,7 +161,7 @@ cdef class HeadScanner:
 
     cdef void _clear(self) noexcept:
         self.line_start = self.method_start = self.method_end = -1
-        self.target_start = self.target_end = -1
+        self.target_start = self.target_end = self.query_start = -1
         self.http_minor = -1
         self.n_headers = self.n_kept = 0
         self.content_length = -1
@@ -320,6 +320,8 @@ cdef class HeadScanner:
         self.method_end = sp1
         self.target_start = sp1 + 1
         self.target_end = sp2
+        p = <const unsigned char*>memchr(d + sp1 + 1, b'?', sp2 - sp1 - 1)
+        self.query_start = -1 if p == NULL else p - d
 
         ls = le + 2
         last = hend - 2  # start of the empty line that ends the head

@@ -46,6 +46,9 @@ class HeadScanner:
     @property
     def target_end(self) -> int: ...
     @property
+    def query_start(self) -> int:
+        """Offset of the first '?' in the target, or -1."""
+    @property
     def http_minor(self) -> int: ...
     # header section
     @property

@@ -272,7 +272,7 @@ class HeadScanner:
 
     def _clear(self) -> None:
         self.line_start = self.method_start = self.method_end = -1
-        self.target_start = self.target_end = -1
+        self.target_start = self.target_end = self.query_start = -1
         self.http_minor = -1
         self.n_headers = 0
         self.n_kept = 0
@@ -387,6 +387,7 @@ class HeadScanner:
         self.method_end = m.end(1)
         self.target_start = m.end(1) + 1
         self.target_end = m.end() - 11
+        self.query_start = buf.find(b"?", self.target_start, self.target_end)  # -1: none
         self.http_minor = buf[m.end() - 3] - 48
 
         kept = self._kept
