@@ -689,11 +689,15 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.close_after = True
         self.gw.m[UNROUTED + CODE_INDEX[200]] += 1
         self.transport.write(response)  # type: ignore[union-attr]
-        self._request_finished()
+        self._request_finished(self.loop.time())
 
     # ------------------------------------------------------------------ response side
-    def upstream_activity(self) -> None:
-        self._arm(self.loop.time() + self.t_read)
+    def upstream_activity(self) -> float:
+        """Bytes came from the endpoint: the silence deadline moves. Returns the time now,
+        which the rest of that read's handling uses."""
+        now = self.loop.time()
+        self._arm(now + self.t_read)
+        return now
 
     def session_for_client(self, value: bytes) -> bytes:
         backend = self.backend
@@ -704,31 +708,32 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         backend.m[backend.m_base + SESSIONS] += 1  # a new session: its id sealed anew
         return self.gw.sealer.seal(backend.name_b, self.ep.ident, value)
 
-    def response_head(self, head: bytes, body) -> None:
-        """The response head (and the body bytes that came with it, in one writev)."""
+    def response_head(self, head: tuple, body) -> None:
+        """The parts of the response head, and the body bytes that came with it: joined when
+        small, else in one writev."""
         self.sent_head = True  # its deadline: `upstream_activity`, called for this read
         if body is None:
-            self.transport.write(head)  # type: ignore[union-attr]
+            self.transport.write(b"".join(head))  # type: ignore[union-attr]
         elif len(body) <= COPY_MAX:
-            self.transport.write(head + body)  # type: ignore[union-attr]
+            self.transport.write(b"".join(head + (body,)))  # type: ignore[union-attr]
         else:
-            self.transport.writelines((head, body))  # type: ignore[union-attr]
+            self.transport.writelines((b"".join(head), body))  # type: ignore[union-attr]
 
     def write_upstream(self, data: bytes) -> None:
         self.transport.write(data)  # type: ignore[union-attr]
 
-    def response_done(self, up: Upstream, reusable: bool) -> None:
+    def response_done(self, up: Upstream, reusable: bool, now: float) -> None:
         self.upstream = None
         # the duration histogram: one compiled call (gwfast._native.hist)
         self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
         if reusable and self.request_done:
-            self.pool.release(up)
+            self.pool.release(up, now)
         else:
             up.close()
             if not self.request_done:  # the endpoint answered before the body ended
                 self.close_after = True
         self._end_request()
-        self._request_finished()
+        self._request_finished(now)
 
     def upstream_failed(self, up: Upstream, why: str, up_state: int) -> None:
         self.upstream = None
@@ -745,7 +750,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.fail(502, f"bad gateway: {why} before answering")
 
     # ------------------------------------------------------------------ endings
-    def _request_finished(self) -> None:
+    def _request_finished(self, now: float) -> None:
         self.sent_head = False
         self.session_token = self.backend_sid = None
         self.backend = None  # errors before the next request's routing count for no backend
@@ -755,14 +760,14 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self._close()
             return
         self.state = IDLE
-        self._arm(self.loop.time() + self.t_idle)
+        self._arm(now + self.t_idle)
         if self.start == self.end:
             self._release_buffer()
         self.resume_reading(P_BUFFER | P_UPSTREAM)
         if self.start < self.end:
             self.state = HEAD
             self._load_settings()
-            self._arm(self.loop.time() + self.t_header)
+            self._arm(now + self.t_header)
             self.loop.call_soon(self._process)
 
     def _end_request(self) -> None:
@@ -824,7 +829,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if close:
             self._close()
         else:
-            self._request_finished()
+            self._request_finished(self.loop.time())
 
     def _too_large(self) -> str:
         return (

@@ -49,6 +49,7 @@ class Upstream:  # an asyncio.Protocol
         "idle_since",
         "status",
         "streaming",
+        "now",
     )
 
     def __init__(self, ep: Endpoint, pool: Pool) -> None:
@@ -66,6 +67,7 @@ class Upstream:  # an asyncio.Protocol
         self.idle_since = 0.0
         self.status = 0  # of the response being relayed (metrics: its status class)
         self.streaming = False  # counted in the backend's open-streams gauge
+        self.now = 0.0  # loop time of the read being handled
 
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,7 +91,7 @@ class Upstream:  # an asyncio.Protocol
             self.client = None
             if self.state == BODY and self.reframe:
                 client.write_upstream(b"0\r\n\r\n")  # a close-delimited body ends here
-                client.response_done(self, False)
+                client.response_done(self, False, self.pool.loop.time())
             else:
                 client.upstream_failed(self, "the endpoint closed the connection", self.state)
 
@@ -133,7 +135,7 @@ class Upstream:  # an asyncio.Protocol
         if client is None:  # bytes on an idle connection: it cannot be trusted again
             self.close()
             return
-        client.upstream_activity()
+        self.now = client.upstream_activity()  # for `_finish`, reached from this read only
         if self.state == BODY:
             self._body(client, data, 0)
             return
@@ -192,25 +194,23 @@ class Upstream:  # an asyncio.Protocol
             b = self.ep.backend
             b.m[b.m_base + STREAMS] += 1
 
-    def _client_head(self, client: ClientConnection, sc, data: bytes) -> bytes:
+    def _client_head(self, client: ClientConnection, sc, data: bytes) -> tuple:
         kept = sc.kept(data)
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
             kept = drop_connection_listed(kept, header_value(data, b"connection") or b"")
         has_sid = sc.session_start >= 0
-        return b"".join(  # one tuple, one join: the empty pieces cost nothing
-            (
-                b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
-                sc.span(data, 8, sc.line_end),
-                kept,
-                b"Mcp-Session-Id: " if has_sid else b"",
-                client.session_for_client(sc.span(data, sc.session_start, sc.session_end))
-                if has_sid
-                else b"",
-                b"\r\n" if has_sid else b"",
-                b"Transfer-Encoding: chunked\r\n" if self.reframe else b"",
-                b"Connection: close\r\n" if client.close_after else b"",
-                b"\r\n",
-            )
+        return (  # joined with the body bytes that came with it (`response_head`)
+            b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
+            sc.span(data, 8, sc.line_end),
+            kept,
+            b"Mcp-Session-Id: " if has_sid else b"",
+            client.session_for_client(sc.span(data, sc.session_start, sc.session_end))
+            if has_sid
+            else b"",
+            b"\r\n" if has_sid else b"",
+            b"Transfer-Encoding: chunked\r\n" if self.reframe else b"",
+            b"Connection: close\r\n" if client.close_after else b"",
+            b"\r\n",
         )
 
     def _body(self, client: ClientConnection, data: bytes, pos: int, head=None) -> None:
@@ -253,7 +253,7 @@ class Upstream:  # an asyncio.Protocol
     def _finish(self, client: ClientConnection) -> None:
         self.state = DONE
         self.client = None
-        client.response_done(self, self.keep_alive and not self.closed)
+        client.response_done(self, self.keep_alive and not self.closed, self.now)
 
     def _bad(self, client: ClientConnection, why: str) -> None:
         state = self.state
@@ -284,7 +284,7 @@ class Pool:
             up.close()
         return None
 
-    def release(self, up: Upstream) -> None:
+    def release(self, up: Upstream, now: float) -> None:
         if up.closed:
             return
         q = self.idle.get(up.ep.ident)
@@ -293,7 +293,7 @@ class Pool:
         if len(q) >= self.max_idle:
             up.close()
             return
-        up.idle_since = self.loop.time()
+        up.idle_since = now
         q.append(up)
 
     def forget(self, up: Upstream) -> None:
