@@ -8,6 +8,7 @@ from gwfast._upstream_c cimport Upstream as CUpstream
 
 cdef int IDLE, HEAD, CONNECTING, FORWARD, CLOSED
 cdef int P_BUFFER, P_UPSTREAM
+cdef bytes CONTINUE, TARGET_REST
 cdef Py_ssize_t KEEP_FREE, COPY_MAX, SESSIONS_KEPT
 
 
@@ -52,19 +53,22 @@ cdef class ClientConnection:
     cpdef resume_reading(self, int reason)
     cpdef _process(self)
     cdef bint _advance(self) except -1
-    cdef _body(self)
+    cdef _body(self, double now)
     cdef _send_body(self, tuple head=*)
     cdef _release_buffer(self)
     cdef _new_buffer(self)
     cdef _make_room(self, bint force=*)
-    @cython.locals(known=tuple, method=bytes, target=bytes, path=bytes, qs=Py_ssize_t, host=bytes, token=bytes)
+    @cython.locals(
+        known=tuple, method=bytes, target=bytes, path=bytes, qs=Py_ssize_t, host=bytes,
+        token=bytes, routes=dict, sessions=dict,
+    )
     cdef _on_head(self, Py_ssize_t head_end)
     cdef tuple _open_session(self, object backend, bytes token)
     cdef bytes _head_rest(self, bytes host)
     cdef _header_value(self, bytes name)
     cdef _choose(self, object backend, object exclude)
     cdef _dispatch(self, object ep)
-    cdef _attach(self, CUpstream up)
+    cdef _attach(self, CUpstream up, double now)
     cdef _local(self, bytes method, bytes path)
     cdef _answer(self, bytes response)
     cpdef double upstream_activity(self) except? -1.0

@@ -19,7 +19,7 @@ cdef class Pool:
     cdef object _reaper
 
     @cython.locals(q=list, up=Upstream)
-    cpdef Upstream acquire(self, object ep)
+    cpdef Upstream acquire(self, object ep, double now)
     @cython.locals(q=list)
     cpdef release(self, Upstream up, double now)
     @cython.locals(q=list)

@@ -286,7 +286,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             elif st not in (CONNECTING, FORWARD):
                 return
             if not self.request_done:
-                self._body()
+                self._body(self.loop.time())
             elif self.end - self.start > self.size // 2:
                 self.pause_reading(P_BUFFER)  # pipelined bytes pile up: wait
             return
@@ -317,10 +317,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 self.request_done = True
         return True
 
-    def _body(self) -> None:
+    def _body(self, now: float) -> None:
         if not self._advance():
             return
-        now = self.loop.time()
         if self.state == FORWARD:
             self._send_body()
             if self.request_done and not self.sent_head:
@@ -490,7 +489,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.session_token = self.backend_sid = None
         if backend.session_affinity and sc.session_start >= 0:
             token = sc.span(buf, sc.session_start, sc.session_end)
-            known = backend.sessions.get(token)  # (endpoint, backend session id)
+            sessions = backend.sessions
+            known = sessions.get(token)  # (endpoint, backend session id)
             if known is None:
                 known = self._open_session(backend, token)
                 if known is None:
@@ -499,11 +499,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.session_token, self.backend_sid = token, known[1]
         self.method = method
         # read now: by a connect retry the head may be gone from the buffer
-        self.place_key = (
-            self._header_value(backend.placement_header)
-            if backend.placement_header is not None
-            else None
-        )
+        header = backend.placement_header
+        self.place_key = self._header_value(header) if header is not None else None
         self.target_rest = TARGET_REST if qs < 0 else target[qs:] + TARGET_REST
         self.head_rest = self._head_rest(host)
         if ep is None:
@@ -586,14 +583,15 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
     def _dispatch(self, ep: Endpoint) -> None:
         self.ep = ep
         ep.outstanding += 1
-        up = self.pool.acquire(ep)
+        now = self.loop.time()
+        up = self.pool.acquire(ep, now)
         if up is not None:
-            self._attach(up)
+            self._attach(up, now)
         else:
             self.state = CONNECTING
             self.connect_task = self.loop.create_task(self._connect())
             if not self.request_done:
-                self._body()
+                self._body(now)
 
     async def _connect(self) -> None:
         try:
@@ -646,10 +644,10 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             if self.state == CLOSED:
                 up.close()
                 return
-            self._attach(up)
+            self._attach(up, self.loop.time())
             return
 
-    def _attach(self, up: Upstream) -> None:
+    def _attach(self, up: Upstream, now: float) -> None:
         ep = self.ep
         assert ep is not None and up.transport is not None
         self.state = FORWARD
@@ -661,7 +659,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self._send_body(
             (self.method, b" ", ep.path, self.target_rest, ep.authority, b"\r\n", self.head_rest)
         )
-        self._body()
+        self._body(now)
 
     def _local(self, method: bytes, path: bytes) -> None:
         """Routes the gateway answers itself."""

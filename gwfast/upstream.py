@@ -274,12 +274,12 @@ class Pool:
         self.open = 0  # connections this worker holds, idle or busy
         self._reaper = loop.call_later(min(1.0, keepalive / 2), self._reap)
 
-    def acquire(self, ep: Endpoint) -> Upstream | None:
+    def acquire(self, ep: Endpoint, now: float) -> Upstream | None:
         q = self.idle.get(ep.ident)
         while q:
             up = q.pop()
             if not up.closed and up.transport is not None and not up.transport.is_closing():
-                if self.loop.time() - up.idle_since < self.keepalive:
+                if now - up.idle_since < self.keepalive:
                     return up
             up.close()
         return None
