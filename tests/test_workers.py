@@ -126,6 +126,19 @@ async def whoami(gw: Gateway, backend: str, sid: str) -> Response:
     )
 
 
+async def sessions_on(gw: Gateway, backend: str, replicas: set[str]) -> dict[str, str]:
+    """New sessions until every replica in `replicas` owns one: session id -> replica."""
+    owners: dict[str, str] = {}
+    for _ in range(40):
+        if replicas <= set(owners.values()):
+            break
+        resp = await initialize(gw, backend)
+        assert resp.status == 200, resp
+        owners[resp.header("mcp-session-id")] = resp.header("x-replica")
+    assert replicas <= set(owners.values()), owners
+    return owners
+
+
 def replica_said(resp: Response) -> str:
     (result,) = [m["result"] for m in resp.messages() if "result" in m]
     return result["content"][0]["text"]
@@ -277,14 +290,7 @@ async def test_sessions_and_streams_survive_a_reload(reps, gateway_factory):
         {"s": backend_config([r0.url, r1.url])}, workers=2, session_keys=[k1]
     )
     wait_workers(gw, 2)
-    owners: dict[str, str] = {}  # session id -> replica
-    for _ in range(40):
-        if {r0.name, r1.name} <= set(owners.values()):
-            break
-        resp = await initialize(gw, "s")
-        assert resp.status == 200, resp
-        owners[resp.header("mcp-session-id")] = resp.header("x-replica")
-    assert {r0.name, r1.name} <= set(owners.values()), owners
+    owners = await sessions_on(gw, "s", {r0.name, r1.name})
     calls = [SlowCall(gw, "s", 3) for _ in range(2)]
     for c in calls:
         await c.in_flight()
@@ -321,14 +327,7 @@ async def test_a_reload_forgets_opened_sessions_of_removed_endpoints_and_retired
     r0, r1, _ = reps
     k1, k2 = _key(), _key()
     gw = gateway_factory.start({"s": backend_config([r0.url, r1.url])}, session_keys=[k1])
-    owners: dict[str, str] = {}
-    for _ in range(40):
-        if {r0.name, r1.name} <= set(owners.values()):
-            break
-        resp = await initialize(gw, "s")
-        assert resp.status == 200, resp
-        owners[resp.header("mcp-session-id")] = resp.header("x-replica")
-    assert {r0.name, r1.name} <= set(owners.values()), owners
+    owners = await sessions_on(gw, "s", {r0.name, r1.name})
     for sid, owner in owners.items():  # opened and kept by the (single) worker
         resp = await whoami(gw, "s", sid)
         assert resp.status == 200 and replica_said(resp) == owner, resp

@@ -7,13 +7,6 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memcpy
 
 
-cdef inline bytes _copy(const char* d, Py_ssize_t size, Py_ssize_t start, Py_ssize_t end,
-                        str error):
-    if not 0 <= start <= end <= size:
-        raise ValueError(error)
-    return PyBytes_FromStringAndSize(d + start, end - start)
-
-
 cdef inline bytes _join(const char* d, Py_ssize_t size, const Py_ssize_t* runs, Py_ssize_t n,
                         str error):
     cdef Py_ssize_t i, total = 0
@@ -31,24 +24,11 @@ cdef inline bytes _join(const char* d, Py_ssize_t size, const Py_ssize_t* runs, 
     return out
 
 
-cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str error):
-    """bytes(buf[start:end]) in one allocation; ValueError(error) if the span is not in buf."""
+cdef inline bytes join_runs(object buf, const Py_ssize_t* runs, Py_ssize_t n, str error):
+    """The (start, end) runs of buf, joined, in one allocation; ValueError(error) if a run
+    is not in buf."""
     cdef Py_buffer view
     # bytes and bytearray (what the relay passes) without the buffer protocol's round trip
-    if type(buf) is bytearray:
-        return _copy(PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), start, end, error)
-    if type(buf) is bytes:
-        return _copy(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), start, end, error)
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-    try:
-        return _copy(<const char*>view.buf, view.len, start, end, error)
-    finally:
-        PyBuffer_Release(&view)
-
-
-cdef inline bytes join_runs(object buf, const Py_ssize_t* runs, Py_ssize_t n, str error):
-    """The (start, end) runs of buf, joined, in one allocation."""
-    cdef Py_buffer view
     if type(buf) is bytearray:
         return _join(PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), runs, n, error)
     if type(buf) is bytes:
@@ -58,3 +38,11 @@ cdef inline bytes join_runs(object buf, const Py_ssize_t* runs, Py_ssize_t n, st
         return _join(<const char*>view.buf, view.len, runs, n, error)
     finally:
         PyBuffer_Release(&view)
+
+
+cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str error):
+    """bytes(buf[start:end]) in one allocation; ValueError(error) if the span is not in buf."""
+    cdef Py_ssize_t run[2]
+    run[0] = start
+    run[1] = end
+    return join_runs(buf, run, 1, error)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from array import array
+from collections.abc import Sequence
 from typing import NoReturn
 
 __all__ = [
@@ -247,6 +248,21 @@ def _field_error(buf: bytes | bytearray, ls: int, lend: int) -> NoReturn:
     raise AssertionError("unreachable: the line matches the field syntax")
 
 
+def span_bytes(buf: bytes | bytearray, start: int, end: int) -> bytes:
+    """bytes(buf[start:end]); ValueError when the span is not in buf (both scanners' span())."""
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(E_SPAN)
+    return bytes(buf[start:end])
+
+
+def join_runs(buf: bytes | bytearray, runs: Sequence[int], n: int) -> bytes:
+    """The first n (start, end) runs of buf, joined (both scanners' kept())."""
+    spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * n, 2)]
+    if not all(0 <= s <= e <= len(buf) for s, e in spans):
+        raise ValueError(E_SPAN)
+    return b"".join([buf[s:e] for s, e in spans])
+
+
 class HeadScanner:
     """Scans one request head at a time; reuse one per connection.
 
@@ -308,17 +324,11 @@ class HeadScanner:
 
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
-        if not 0 <= start <= end <= len(buf):
-            raise ValueError(E_SPAN)
-        return bytes(buf[start:end])
+        return span_bytes(buf, start, end)
 
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""
-        runs = self._kept
-        spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * self.n_kept, 2)]
-        if not all(0 <= s <= e <= len(buf) for s, e in spans):
-            raise ValueError(E_SPAN)
-        return b"".join([buf[s:e] for s, e in spans])
+        return join_runs(buf, self._kept, self.n_kept)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

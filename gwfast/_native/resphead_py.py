@@ -39,10 +39,11 @@ from .headscan_py import (
     _FIELD_RE,
     _TOKEN_RE,
     E_RANGE,
-    E_SPAN,
     VALUE_TABLE,
     HeadError,
     _byte_class,
+    join_runs,
+    span_bytes,
 )
 
 __all__ = [
@@ -261,17 +262,11 @@ class ResponseScanner:
 
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
-        if not 0 <= start <= end <= len(buf):
-            raise ValueError(E_SPAN)
-        return bytes(buf[start:end])
+        return span_bytes(buf, start, end)
 
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""
-        runs = self._kept
-        spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * self.n_kept, 2)]
-        if not all(0 <= s <= e <= len(buf) for s, e in spans):
-            raise ValueError(E_SPAN)
-        return b"".join([buf[s:e] for s, e in spans])
+        return join_runs(buf, self._kept, self.n_kept)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""
