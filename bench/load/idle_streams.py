@@ -1,15 +1,19 @@
-"""Hold N idle MCP GET streams open through one gwfast worker and measure what they cost.
+"""Hold N idle MCP GET streams open through one gwfast worker, and through nginx, and measure.
 
     python -m bench.load.idle_streams --streams 10000
 
 Issue 3's target: 10,000 concurrent idle streams through one worker with no errors, RSS
 growth of at most 150 MB, and the per-request figures of the sticky workload unchanged while
 they are open. The driver starts the fast backend (its GET stream sends one SSE comment and
-then stays silent) and one gwfast worker, measures the sticky workload with wrk, opens the
-streams (each must deliver its priming comment through the gateway), measures RSS and the
-workload again, checks that every stream is still open, closes them, and checks that the
-gateway holds no connection to the backend afterwards. Everything is on loopback and stops
-by itself.
+then stays silent), then measures each target in turn, gwfast first and nginx second (run.py's
+nginx configuration, with the worker's connection and open-file limits raised to hold the
+streams): start the proxy, warm it up for 1 s, measure the sticky workload with wrk, open the
+streams (each must deliver its priming comment through the proxy), measure RSS and the
+workload again, check that every stream is still open, close them, and stop the proxy before
+the next target starts. For gwfast it also checks that the gateway holds no connection to the
+backend afterwards. nginx tells the proxy's cost from the machine's: a figure that moves as
+much for nginx as for gwfast when thousands of sockets are open is the kernel's, not gwfast's.
+Everything is on loopback and stops by itself.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import resource
 import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvloop
 
@@ -29,11 +35,12 @@ from gwfast._testbase.sockets import count_established
 
 from .mcp_client import open_sessions
 from .procs import Children, process_tree
-from .proxies import start_backend, start_gwfast
+from .proxies import Target, start_backend, start_gwfast, start_nginx
 from .tools import ensure_tools
 from .wrk import run_wrk
 
 PRIMING = b": stream\n\n"
+MARGIN = 200  # open files a proxy worker needs besides its streams: listener, wrk, pool, logs
 
 
 def rss_mb(pid: int) -> float:
@@ -94,6 +101,8 @@ async def hold_streams(port: int, path: str, sessions: list[str], n: int, measur
             still_open += 1
     for _, writer in streams:
         writer.close()
+    # closed before the next target's streams are opened
+    await asyncio.gather(*(w.wait_closed() for _, w in streams), return_exceptions=True)
     return {
         "opened": len(streams),
         "errors": errors,
@@ -103,6 +112,70 @@ async def hold_streams(port: int, path: str, sessions: list[str], n: int, measur
     }
 
 
+def fit_streams(requested: int) -> int:
+    """Raise the open-file limit for `requested` streams; return how many one worker can hold.
+
+    A proxy worker holds two sockets a stream (the client's and the one to the backend), gwfast
+    and nginx alike, and inherits the driver's limit (nginx's worker_rlimit_nofile cannot go
+    above the hard limit either). The hard limit can only be raised with CAP_SYS_RESOURCE.
+    """
+    need = 2 * requested + MARGIN
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, hard), max(need, hard)))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= need:
+        return requested
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    fit = (hard - MARGIN) // 2
+    print(
+        f"the open-file limit here is {hard} (raising it needs CAP_SYS_RESOURCE): one "
+        f"worker (gwfast's or nginx's) can hold {fit} streams, not {requested}; measuring {fit}",
+        file=sys.stderr,
+    )
+    return fit
+
+
+def measure_target(
+    target: Target, work: Path, wrk: str, streams: int, args: argparse.Namespace
+) -> dict:
+    """Sticky workload before and while `streams` idle GET streams are open, back to back."""
+    proc = target.proc
+    assert proc is not None
+    url = urlsplit(target.url)
+    sessions = open_sessions(target.url, 64)
+    sfile = work / f"sessions-{target.name}.txt"
+    sfile.write_text("\n".join(sessions) + "\n")
+
+    def measure(duration: float = args.duration) -> dict:
+        c0 = proc.cpu_seconds()
+        r = run_wrk(
+            wrk, target.url, sfile, cpus={0}, duration=duration, connections=args.connections
+        )
+        cpu = proc.cpu_seconds() - c0
+        return {
+            "rps": r.rps,
+            "us_per_req": cpu * 1e6 / max(r.requests, 1),
+            "p50_us": r.p50_us,
+            "p99_us": r.p99_us,
+            "errors": r.errors,
+        }
+
+    rss0 = rss_mb(proc.pid)
+    measure(1)  # warm-up, as run.py does: a fresh proxy's first second is not its steady state
+    before = measure()
+    rss1 = rss_mb(proc.pid)
+    res = uvloop.run(
+        hold_streams(url.port, url.path, sessions, streams, lambda: (measure(), rss_mb(proc.pid)))
+    )
+    during, rss2 = res.pop("during")
+    return {**res, "before": before, "during": during, "rss0": rss0, "rss1": rss1, "rss2": rss2}
+
+
+def ratio(new: float, old: float) -> str:
+    return f"{new / old:.2f}" if old else "—"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--streams", type=int, default=10000)
@@ -110,85 +183,85 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--no-install", action="store_true")
     args = ap.parse_args(argv)
-    # the gateway holds two sockets a stream (client and endpoint): the hard open-file limit
-    # bounds how many streams one worker can hold; take it all, and say so when it is short
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = 2 * args.streams + 200
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(need, hard), max(need, hard)))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < need:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        fit = (hard - 200) // 2
-        print(
-            f"the open-file limit here is {hard} (raising it needs CAP_SYS_RESOURCE): one "
-            f"worker can hold {fit} streams, not {args.streams}; measuring {fit}",
-            file=sys.stderr,
-        )
-        args.streams = fit
+    streams = fit_streams(args.streams)
+    load1, load5, _ = os.getloadavg()  # above ~0.3, something else was running: suspect
     tools = ensure_tools(install=not args.no_install)
     work = Path(tempfile.mkdtemp(prefix="gwfast-streams-"))
+    results: dict[str, dict] = {}
     with Children() as children:
         _, bport = start_backend(children, work, cpus={0})
+
         gw = start_gwfast(children, work, bport, cpus={1})
-        port = int(gw.url.split(":")[2].split("/")[0])
-        sessions = open_sessions(gw.url, 64)
-        sfile = work / "sessions.txt"
-        sfile.write_text("\n".join(sessions) + "\n")
-
-        def measure():
-            c0 = gw.proc.cpu_seconds()
-            r = run_wrk(
-                tools["wrk"],
-                gw.url,
-                sfile,
-                cpus={0},
-                duration=args.duration,
-                connections=args.connections,
-            )
-            cpu = gw.proc.cpu_seconds() - c0
-            return {
-                "rps": r.rps,
-                "us_per_req": cpu * 1e6 / max(r.requests, 1),
-                "p50_us": r.p50_us,
-                "p99_us": r.p99_us,
-                "errors": r.errors,
-            }
-
-        rss0 = rss_mb(gw.proc.pid)
-        before = measure()
-        rss1 = rss_mb(gw.proc.pid)
-        res = uvloop.run(
-            hold_streams(
-                port, "/bench/mcp", sessions, args.streams, lambda: (measure(), rss_mb(gw.proc.pid))
-            )
-        )
-        during, rss2 = res["during"]
+        results["gwfast"] = r = measure_target(gw, work, tools["wrk"], streams, args)
         deadline = time.monotonic() + 15
         while (left := count_established(gw.proc.pid, bport)) > 0 and time.monotonic() < deadline:
             time.sleep(0.2)
-        print(f"\n# {args.streams} idle GET streams through one gwfast worker\n")
-        print("| | req/s | proxy µs/req | p50 µs | p99 µs | wrk errors | gateway RSS MB |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
-        for name, m, rss in (
-            ("before", before, rss1),
-            (f"with {res['opened']} streams", during, rss2),
-        ):
-            print(
-                f"| {name} | {m['rps']:,.0f} | {m['us_per_req']:.1f} | {m['p50_us']:.0f} | "
-                f"{m['p99_us']:.0f} | {m['errors']} | {rss:.0f} |"
-            )
-        print(
-            f"\nstreams opened {res['opened']}/{args.streams} in {res['opened_in_s']:.1f}s, "
-            f"errors {len(res['errors'])}, still open after the load {res['still_open']}; "
-            f"RSS at start {rss0:.0f} MB, growth with the streams {rss2 - rss1:.0f} MB; "
-            f"gateway connections to the backend 15 s after closing: {left} "
-            f"(idle pooled ones allowed)"
+        r["backend_left"] = left
+        gw.proc.stop()
+        children.children.remove(gw.proc)
+
+        # nginx holds the streams in one worker too: every stream is two open files and two
+        # connections (worker_connections counts client and upstream ones alike). Once no more
+        # than 1/16 of worker_connections are free, nginx closes "reusable" connections to make
+        # room (ngx_drain_connections: accepted ones still waiting for their request, idle
+        # keep-alive ones such as wrk's between requests), so give it 1/8 more connections than
+        # it will use; the open files stay capped by worker_rlimit_nofile (nginx only warns
+        # that worker_connections exceed it)
+        files = 2 * streams + MARGIN
+        ngx = start_nginx(
+            children,
+            work,
+            tools["nginx"],
+            bport,
+            cpus={1},
+            worker_connections=files + files // 8,
+            worker_rlimit_nofile=files,
+            read_timeout=max(120, 2 * round(args.duration) + 60),  # idle streams outlive a run
         )
-        for e in res["errors"][:5]:
+        results["nginx"] = measure_target(ngx, work, tools["wrk"], streams, args)
+
+    print(f"\n# {streams} idle GET streams through one proxy worker: gwfast, then nginx\n")
+    print(f"load average at start (1, 5 min): {load1:.2f}, {load5:.2f}\n")
+    print(
+        "| target | | req/s | ×before | proxy µs/req | ×before | p50 µs | ×before "
+        "| p99 µs | ×before | wrk errors | proxy RSS MB | +RSS MB |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        b, d = r["before"], r["during"]
+        print(
+            f"| {name} | before | {b['rps']:,.0f} | — | {b['us_per_req']:.1f} | — | "
+            f"{b['p50_us']:.0f} | — | {b['p99_us']:.0f} | — | {b['errors']} | "
+            f"{r['rss1']:.0f} | — |"
+        )
+        print(
+            f"| {name} | with {r['opened']} streams | {d['rps']:,.0f} | "
+            f"{ratio(d['rps'], b['rps'])} | {d['us_per_req']:.1f} | "
+            f"{ratio(d['us_per_req'], b['us_per_req'])} | {d['p50_us']:.0f} | "
+            f"{ratio(d['p50_us'], b['p50_us'])} | {d['p99_us']:.0f} | "
+            f"{ratio(d['p99_us'], b['p99_us'])} | {d['errors']} | {r['rss2']:.0f} | "
+            f"{r['rss2'] - r['rss1']:+.0f} |"
+        )
+    print()
+    ok = True
+    for name, r in results.items():
+        line = (
+            f"{name}: streams opened {r['opened']}/{streams} in {r['opened_in_s']:.1f}s, "
+            f"errors {len(r['errors'])}, still open after the load {r['still_open']}; "
+            f"RSS at start {r['rss0']:.0f} MB, "
+            f"growth with the streams {r['rss2'] - r['rss1']:.0f} MB"
+        )
+        if "backend_left" in r:
+            line += (
+                f"; gateway connections to the backend 15 s after closing: {r['backend_left']} "
+                "(idle pooled ones allowed)"
+            )
+        print(line)
+        for e in r["errors"][:5]:
             print("  error:", e)
-        ok = not res["errors"] and res["still_open"] == res["opened"] == args.streams
-        return 0 if ok and during["errors"] == 0 and before["errors"] == 0 else 1
+        ok = ok and not r["errors"] and r["still_open"] == r["opened"] == streams
+        ok = ok and r["before"]["errors"] == 0 and r["during"]["errors"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

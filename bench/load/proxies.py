@@ -4,7 +4,10 @@ Each proxy gets the configuration a careful operator would write for session-aff
 routing, so the comparison is with the peers at their best, not at their defaults:
 - nginx: ``hash $http_mcp_session_id consistent``, upstream keepalive, HTTP/1.1 upstream,
   ``proxy_buffering off`` (SSE), and keepalive_requests raised so wrk's connections are not
-  closed every 1000 requests (gwfast and haproxy have no such limit);
+  closed every 1000 requests (gwfast and haproxy have no such limit); ``start_nginx`` takes
+  the worker's connection and open-file limits and the upstream read timeout as parameters
+  (idle_streams.py raises them to hold thousands of idle streams; the defaults are what
+  run.py and first_event.py measure with);
 - haproxy: ``balance hdr(Mcp-Session-Id)`` with consistent hashing and ``http-reuse always``
   (and, when asked, ``option http-no-delay``: without it haproxy sends with MSG_MORE and holds
   a lone SSE event in the kernel until more data follows; first_event.py asks for it);
@@ -37,11 +40,11 @@ class Target:
 
 NGINX_CONF = """\
 worker_processes 1;
-daemon off;
+{rlimit}daemon off;
 master_process on;
 pid {dir}/nginx.pid;
 error_log {dir}/error.log warn;
-events {{ worker_connections 8192; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     keepalive_requests 100000000;
@@ -62,7 +65,7 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_read_timeout 120s;
+            proxy_read_timeout {read_timeout}s;
         }}
     }}
 }}
@@ -110,12 +113,52 @@ def start_backend(children: Children, workdir: Path, *, cpus: set[int]) -> tuple
     return child, port
 
 
+def nginx_conf(
+    d: Path,
+    port: int,
+    backend: int,
+    *,
+    worker_connections: int = 8192,
+    worker_rlimit_nofile: int | None = None,
+    read_timeout: int = 120,
+) -> str:
+    """NGINX_CONF filled in; the defaults give the configuration run.py has always measured."""
+    rlimit = (
+        "" if worker_rlimit_nofile is None else f"worker_rlimit_nofile {worker_rlimit_nofile};\n"
+    )
+    return NGINX_CONF.format(
+        dir=d,
+        port=port,
+        backend=backend,
+        rlimit=rlimit,
+        connections=worker_connections,
+        read_timeout=read_timeout,
+    )
+
+
 def start_nginx(
-    children: Children, workdir: Path, nginx: str, backend: int, *, cpus: set[int]
+    children: Children,
+    workdir: Path,
+    nginx: str,
+    backend: int,
+    *,
+    cpus: set[int],
+    worker_connections: int = 8192,
+    worker_rlimit_nofile: int | None = None,
+    read_timeout: int = 120,
 ) -> Target:
+    """nginx with one worker; worker_connections counts client and upstream sockets alike."""
     port, d = free_port(), workdir / "nginx"
     d.mkdir(exist_ok=True)
-    (d / "nginx.conf").write_text(NGINX_CONF.format(dir=d, port=port, backend=backend))
+    conf = nginx_conf(
+        d,
+        port,
+        backend,
+        worker_connections=worker_connections,
+        worker_rlimit_nofile=worker_rlimit_nofile,
+        read_timeout=read_timeout,
+    )
+    (d / "nginx.conf").write_text(conf)
     argv = [nginx, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", str(d / "error.log")]
     child = children.start("nginx", argv, cpus=cpus, log=d / "stdout.log")
     wait_port(port, proc=child.popen)
