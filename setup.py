@@ -23,7 +23,9 @@ NATIVE = [
     ("gwfast._native._hist_c", "gwfast/_native/_hist_c.pyx"),
     # typed Python compiled as is (twin of ring_py.py, typed by _ring_c.pxd)
     ("gwfast._native._ring_c", "gwfast/_native/_ring_c.py"),
-    # the request relay, proxy.py and upstream.py compiled as is (see gwfast/relay.py)
+    # the snapshot's classes and the request relay, compiled as they are (see
+    # gwfast/model.py and gwfast/relay.py)
+    ("gwfast._model_c", "gwfast/_model_c.py"),
     ("gwfast._upstream_c", "gwfast/_upstream_c.py"),
     ("gwfast._proxy_c", "gwfast/_proxy_c.py"),
 ]

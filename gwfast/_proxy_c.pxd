@@ -2,6 +2,8 @@
 
 cimport cython
 
+from gwfast._model_c cimport Backend as CBackend
+from gwfast._model_c cimport Endpoint as CEndpoint
 from gwfast._native._headscan_c cimport HeadScanner as CHeadScanner
 from gwfast._upstream_c cimport Pool as CPool
 from gwfast._upstream_c cimport Upstream as CUpstream
@@ -24,8 +26,8 @@ cdef class ClientConnection:
     cdef public object transport
     cdef public bytes peer, xff_line
     cdef public CUpstream upstream
-    cdef public object ep
-    cdef public object backend
+    cdef public CEndpoint ep
+    cdef public CBackend backend
     cdef public long long body_left
     cdef public object chunks
     cdef public bint request_done, close_after, sent_head
@@ -40,7 +42,8 @@ cdef class ClientConnection:
     cdef public bytes host_ok
     cdef public object host_ok_by
     cdef public bytes route_path
-    cdef public object route_table, route_backend, settings_of
+    cdef public object route_table, settings_of
+    cdef public CBackend route_backend
     cdef public long long max_body
     cdef public CPool pool
     cdef public object timeouts
@@ -60,14 +63,14 @@ cdef class ClientConnection:
     cdef _make_room(self, bint force=*)
     @cython.locals(
         known=tuple, method=bytes, target=bytes, path=bytes, qs=Py_ssize_t, host=bytes,
-        token=bytes, routes=dict, sessions=dict,
+        token=bytes, routes=dict, sessions=dict, backend=CBackend, ep=CEndpoint,
     )
     cdef _on_head(self, Py_ssize_t head_end)
-    cdef tuple _open_session(self, object backend, bytes token)
+    cdef tuple _open_session(self, CBackend backend, bytes token)
     cdef bytes _head_rest(self, bytes host)
     cdef _header_value(self, bytes name)
-    cdef _choose(self, object backend, object exclude)
-    cdef _dispatch(self, object ep)
+    cdef CEndpoint _choose(self, CBackend backend, object exclude)
+    cdef _dispatch(self, CEndpoint ep)
     cdef _attach(self, CUpstream up, double now)
     cdef _local(self, bytes method, bytes path)
     cdef _answer(self, bytes response)

@@ -2,6 +2,7 @@
 
 cimport cython
 
+from gwfast._model_c cimport Endpoint as CEndpoint
 from gwfast._native._resphead_c cimport ResponseScanner as CResponseScanner
 from gwfast._proxy_c cimport ClientConnection as CClient
 
@@ -19,7 +20,7 @@ cdef class Pool:
     cdef object _reaper
 
     @cython.locals(q=list, up=Upstream)
-    cpdef Upstream acquire(self, object ep, double now)
+    cpdef Upstream acquire(self, CEndpoint ep, double now)
     @cython.locals(q=list)
     cpdef release(self, Upstream up, double now)
     @cython.locals(q=list)
@@ -27,7 +28,7 @@ cdef class Pool:
 
 
 cdef class Upstream:
-    cdef public object ep
+    cdef public CEndpoint ep
     cdef public Pool pool
     cdef public object transport
     cdef public CClient client

@@ -119,6 +119,22 @@ def test_one_chunk_error_class() -> None:
         assert _chunks_c.TrailersTooLarge is chunks_py.TrailersTooLarge
 
 
+def test_model_twin_selected() -> None:
+    from gwfast import model, model_py
+
+    if NO_EXTENSIONS:
+        assert not model.COMPILED
+        assert model.Backend is model_py.Backend and model.Endpoint is model_py.Endpoint
+    else:
+        # the symlinked source imports as plain Python when not built: check the file
+        from gwfast import _model_c
+
+        assert not _model_c.__file__.endswith(".py"), HINT
+        assert model.COMPILED
+        assert model.Backend is _model_c.Backend and model.Endpoint is _model_c.Endpoint
+        assert model.Snapshot is _model_c.Snapshot
+
+
 def test_relay_twin_selected() -> None:
     from gwfast import proxy, relay, upstream
 

@@ -1,0 +1,32 @@
+# C types for model_py.py, compiled through the _model_c.py symlink (see model.py).
+
+
+cdef class Endpoint:
+    cdef public str url, host
+    cdef public int port
+    cdef public bytes path, authority, ident
+    cdef public Py_ssize_t index
+    cdef public Backend backend
+    cdef public bint healthy, checked
+    cdef public long long outstanding
+    cdef public int fails, oks
+    cdef public tuple carried
+
+    cpdef long long load(self)
+
+
+cdef class Backend:
+    cdef public str name, placement
+    cdef public bytes name_b, placement_header
+    cdef public object cfg
+    cdef public bint session_affinity
+    cdef public tuple endpoints
+    cdef public dict by_ident, sessions
+    cdef public object ring, loads, _rand, m, hist
+    cdef public bytearray eligible
+    cdef public Py_ssize_t m_base
+
+    cpdef set_health(self, Endpoint ep, bint healthy)
+    cpdef bint any_healthy(self)
+    cpdef Endpoint place(self, object key, object exclude=*)
+    cpdef Endpoint pick_least_loaded(self, object exclude=*)
