@@ -8,23 +8,12 @@ module. Both are exported for tests.
 
 from __future__ import annotations
 
-import os
-
 from gwfast import model_py
+from gwfast._native import compiled_source
 
 __all__ = ["COMPILED", "Backend", "Endpoint", "Snapshot", "endpoint_ident"]
 
-NO_EXTENSIONS = os.environ.get("GWFAST_NO_EXTENSIONS", "") not in ("", "0")
-
-_impl = model_py
-if not NO_EXTENSIONS:
-    try:
-        from gwfast import _model_c
-    except ImportError:  # not even the source (a pure install leaves it out)
-        pass
-    else:
-        if not (_model_c.__file__ or "").endswith(".py"):
-            _impl = _model_c
+_impl = compiled_source("gwfast._model_c") or model_py
 
 COMPILED: bool = _impl is not model_py
 Backend = _impl.Backend

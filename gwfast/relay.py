@@ -11,25 +11,17 @@ GWFAST_NO_EXTENSIONS=1: the pure modules. Both are exported for tests.
 
 from __future__ import annotations
 
-import os
-
 from gwfast import model, proxy, upstream
+from gwfast._native import compiled_source
 
 __all__ = ["COMPILED", "ClientConnection", "Pool", "Upstream"]
 
-NO_EXTENSIONS = os.environ.get("GWFAST_NO_EXTENSIONS", "") not in ("", "0")
-
 _client, _upstream = proxy, upstream
-if not NO_EXTENSIONS and model.COMPILED:  # the compiled relay types the compiled model
-    try:
-        from gwfast import _proxy_c, _upstream_c
-    except ImportError:  # not even the sources (a pure install leaves them out)
-        pass
-    else:
-        if not (_proxy_c.__file__ or "").endswith(".py") and not (
-            _upstream_c.__file__ or ""
-        ).endswith(".py"):
-            _client, _upstream = _proxy_c, _upstream_c
+if model.COMPILED:  # the compiled relay types the compiled model
+    _proxy_c = compiled_source("gwfast._proxy_c")
+    _upstream_c = compiled_source("gwfast._upstream_c")
+    if _proxy_c is not None and _upstream_c is not None:
+        _client, _upstream = _proxy_c, _upstream_c
 
 COMPILED: bool = _client is not proxy
 ClientConnection = _client.ClientConnection

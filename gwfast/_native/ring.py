@@ -9,14 +9,13 @@ benchmarks.
 
 from __future__ import annotations
 
-import os
-
-from . import ring_py
+from . import NO_EXTENSIONS, compiled_source, ring_py
 from .ring_py import DEFAULT_VNODES, RING_KEY
 from .ring_py import HashRing as HashRingPy
 
 __all__ = [
     "COMPILED",
+    "NO_EXTENSIONS",
     "DEFAULT_VNODES",
     "RING_KEY",
     "HashRing",
@@ -26,19 +25,9 @@ __all__ = [
     "key_hash",
 ]
 
-NO_EXTENSIONS = os.environ.get("GWFAST_NO_EXTENSIONS", "") not in ("", "0")
-
-HashRingC: type[HashRingPy] | None = None
-_impl = ring_py
-if not NO_EXTENSIONS:
-    try:
-        from . import _ring_c
-    except ImportError:  # not even the source (a pure install leaves it out)
-        pass
-    else:
-        if not (_ring_c.__file__ or "").endswith(".py"):
-            HashRingC = _ring_c.HashRing
-            _impl = _ring_c
+_ring_c = compiled_source("gwfast._native._ring_c")
+HashRingC: type[HashRingPy] | None = None if _ring_c is None else _ring_c.HashRing
+_impl = _ring_c or ring_py
 
 HashRing = HashRingC or HashRingPy
 COMPILED: bool = HashRingC is not None
