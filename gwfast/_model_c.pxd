@@ -1,5 +1,7 @@
 # C types for model_py.py, compiled through the _model_c.py symlink (see model.py).
 
+cimport cython
+
 
 cdef class Endpoint:
     cdef public str url, host
@@ -29,4 +31,5 @@ cdef class Backend:
     cpdef set_health(self, Endpoint ep, bint healthy)
     cpdef bint any_healthy(self)
     cpdef Endpoint place(self, object key, object exclude=*)
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, e=Endpoint, a=Endpoint, b=Endpoint)
     cpdef Endpoint pick_least_loaded(self, object exclude=*)

@@ -137,13 +137,28 @@ class Backend:
         return self.endpoints[i] if i >= 0 else None
 
     def pick_least_loaded(self, exclude: set[int] | None = None) -> Endpoint | None:
-        """affinity: none — power of two random choices by outstanding requests."""
-        eps = [e for e in self.endpoints if e.healthy and not (exclude and e.index in exclude)]
-        if not eps:
+        """affinity: none — power of two random choices by outstanding requests. Runs per
+        request: two passes over the endpoints instead of a list of the candidates."""
+        n = 0
+        for e in self.endpoints:
+            if e.healthy and not (exclude and e.index in exclude):
+                n += 1
+        if n == 0:
             return None
-        if len(eps) == 1:
-            return eps[0]
-        a, b = self._rand.sample(eps, 2)
+        i = self._rand.randrange(n)
+        j = i
+        if n > 1:  # a second candidate, distinct from the first
+            j = self._rand.randrange(n - 1)
+            j += j >= i
+        a = b = None
+        k = 0
+        for e in self.endpoints:
+            if e.healthy and not (exclude and e.index in exclude):
+                if k == i:
+                    a = e
+                if k == j:
+                    b = e
+                k += 1
         if a.carried or b.carried:
             return a if a.load() <= b.load() else b
         return a if a.outstanding <= b.outstanding else b
