@@ -415,3 +415,13 @@ def test_fuzz_twins_agree() -> None:
         last = traces[0][-1]
         kinds.add(last[0] if isinstance(last[0], str) else ("done", last[0]))
     assert {"ChunkError", "OverflowError", "TrailersTooLarge", ("done", True)} <= kinds, kinds
+
+
+def test_any_buffer_reads_like_bytes(reader_cls: type) -> None:
+    """bytes and bytearray are read directly; the compiled twin also takes any other buffer
+    (through the buffer protocol), the pure one is typed for bytes and bytearray only."""
+    body = GOOD[0] + b"NEXT"
+    views = [] if reader_cls is ChunkReaderPy else [memoryview(body), memoryview(bytearray(body))]
+    for buf in (body, bytearray(body), *views):
+        r = reader_cls(1000)
+        assert r.feed(buf, 0, len(body)) == len(GOOD[0]) and r.done, type(buf)

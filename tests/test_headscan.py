@@ -557,3 +557,12 @@ def test_twins_agree_on_bad_request_line_with_too_many_lines() -> None:
             cls(max_headers=3).scan(data, 0, len(data))
         results.append((e.value.status, e.value.message))
     assert results[0][0] == 400 and len(set(results)) == 1
+
+
+def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
+    """bytes and bytearray are read directly; the compiled twin also takes any other buffer
+    (through the buffer protocol), the pure one is typed for bytes and bytearray only."""
+    expected = whole(scanner_cls, CURL)
+    views = [] if scanner_cls is HeadScannerPy else [memoryview(CURL), memoryview(bytearray(CURL))]
+    for buf in (bytearray(CURL), *views):
+        assert outcome(scanner_cls(), buf, 0, len(CURL)) == expected, type(buf)

@@ -703,3 +703,16 @@ def test_fuzz_twins_and_feeding_agree() -> None:
             assert chunked_feed(cls, data, rnd, **kw) == results[0], data
     assert "done" in kinds
     assert len(kinds) >= 10, kinds  # many different refusals were reached
+
+
+def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
+    """bytes and bytearray are read directly; the compiled twin also takes any other buffer
+    (through the buffer protocol), the pure one is typed for bytes and bytearray only."""
+    expected = whole(scanner_cls, GO_JSON)
+    views = (
+        []
+        if scanner_cls is ResponseScannerPy
+        else [memoryview(GO_JSON), memoryview(bytearray(GO_JSON))]
+    )
+    for buf in (bytearray(GO_JSON), *views):
+        assert outcome(scanner_cls(), buf, 0, len(GO_JSON)) == expected, type(buf)

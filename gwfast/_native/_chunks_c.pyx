@@ -12,10 +12,8 @@ cases whose outcome the general path would give too. ChunkError, TrailersTooLarg
 messages are imported from there: one copy of each.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from ._spans cimport borrow, give_back
 from libc.string cimport memchr, memcpy
 
 from .chunks_py import (
@@ -137,18 +135,11 @@ cdef class ChunkReader:
     def feed(self, object buf, Py_ssize_t pos, Py_ssize_t end):
         """Consume buf[pos:end]; return the offset where the body ended (or `end`)."""
         cdef Py_buffer view
-        # no Python code runs while reading, so the buffer cannot move under us
-        if type(buf) is bytearray:
-            return self._feed(<const unsigned char*>PyByteArray_AS_STRING(buf),
-                              PyByteArray_GET_SIZE(buf), pos, end)
-        if type(buf) is bytes:
-            return self._feed(<const unsigned char*>PyBytes_AS_STRING(buf),
-                              PyBytes_GET_SIZE(buf), pos, end)
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        cdef int taken = borrow(buf, &view)  # no Python code runs while reading
         try:
             return self._feed(<const unsigned char*>view.buf, view.len, pos, end)
         finally:
-            PyBuffer_Release(&view)
+            give_back(&view, taken)
 
     cdef Py_ssize_t _feed(self, const unsigned char* d, Py_ssize_t size, Py_ssize_t pos,
                           Py_ssize_t end) except -1:

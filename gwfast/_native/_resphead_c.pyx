@@ -9,11 +9,8 @@ in which errors are found. HeadError, the byte tables and the messages are impor
 the pure twins: one copy of each.
 """
 
-from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
-from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport join_runs, span_bytes
+from ._spans cimport borrow, give_back, join_runs, span_bytes
 from libc.string cimport memchr
 
 from . import headscan_py as _hs
@@ -178,18 +175,11 @@ cdef class ResponseScanner:
     cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""
         cdef Py_buffer view
-        # no Python code runs while scanning, so the buffer cannot move under us
-        if type(buf) is bytearray:
-            return self._scan(<const unsigned char*>PyByteArray_AS_STRING(buf),
-                              PyByteArray_GET_SIZE(buf), start, end)
-        if type(buf) is bytes:
-            return self._scan(<const unsigned char*>PyBytes_AS_STRING(buf),
-                              PyBytes_GET_SIZE(buf), start, end)
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+        cdef int taken = borrow(buf, &view)  # no Python code runs while scanning
         try:
             return self._scan(<const unsigned char*>view.buf, view.len, start, end)
         finally:
-            PyBuffer_Release(&view)
+            give_back(&view, taken)
 
     cdef Py_ssize_t _scan(self, const unsigned char* d, Py_ssize_t size,
                           Py_ssize_t start, Py_ssize_t end) except -1:

@@ -1,10 +1,31 @@
-# Byte-span helpers shared by the compiled head scanners (cimported, inlined: no module).
-# One copy of what both need to hand a span of the caller's buffer back as bytes.
+# Buffer helpers shared by the compiled scanners and chunk reader (cimported, inlined: no
+# module): one copy of how they read the caller's buffer and hand spans of it back as bytes.
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
+
+
+cdef inline int borrow(object buf, Py_buffer* view) except -1:
+    """Point `view` at buf's bytes: directly for bytes and bytearray (what the relay passes),
+    else through the buffer protocol. Returns 1 when the buffer was taken (give_back(view, 1)
+    releases it). No Python code may run in between, so the bytes cannot move."""
+    if type(buf) is bytearray:
+        view.buf = PyByteArray_AS_STRING(buf)
+        view.len = PyByteArray_GET_SIZE(buf)
+        return 0
+    if type(buf) is bytes:
+        view.buf = PyBytes_AS_STRING(buf)
+        view.len = PyBytes_GET_SIZE(buf)
+        return 0
+    PyObject_GetBuffer(buf, view, PyBUF_SIMPLE)
+    return 1
+
+
+cdef inline void give_back(Py_buffer* view, int taken) noexcept:
+    if taken:
+        PyBuffer_Release(view)
 
 
 cdef inline bytes _join(const char* d, Py_ssize_t size, const Py_ssize_t* runs, Py_ssize_t n,
@@ -28,16 +49,11 @@ cdef inline bytes join_runs(object buf, const Py_ssize_t* runs, Py_ssize_t n, st
     """The (start, end) runs of buf, joined, in one allocation; ValueError(error) if a run
     is not in buf."""
     cdef Py_buffer view
-    # bytes and bytearray (what the relay passes) without the buffer protocol's round trip
-    if type(buf) is bytearray:
-        return _join(PyByteArray_AS_STRING(buf), PyByteArray_GET_SIZE(buf), runs, n, error)
-    if type(buf) is bytes:
-        return _join(PyBytes_AS_STRING(buf), PyBytes_GET_SIZE(buf), runs, n, error)
-    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    cdef int taken = borrow(buf, &view)
     try:
         return _join(<const char*>view.buf, view.len, runs, n, error)
     finally:
-        PyBuffer_Release(&view)
+        give_back(&view, taken)
 
 
 cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str error):
