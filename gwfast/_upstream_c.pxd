@@ -39,13 +39,12 @@ cdef class Upstream:
     cdef public bint reframe, keep_alive, closed, streaming
     cdef public double idle_since
     cdef public int status
-    cdef public double now
 
     cpdef begin(self, CClient client)
     cpdef close(self)
     cdef _received(self, bytes data)
     cdef tuple _client_head(self, CClient client, CResponseScanner sc, bytes data)
     @cython.locals(n=Py_ssize_t, stop=Py_ssize_t, done=bint)
-    cdef _body(self, CClient client, bytes data, Py_ssize_t pos, object head=*)
-    cdef _finish(self, CClient client)
+    cdef _body(self, CClient client, bytes data, Py_ssize_t pos, double now, object head=*)
+    cdef _finish(self, CClient client, double now)
     cdef _bad(self, CClient client, str why)

@@ -340,16 +340,13 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             if n <= COPY_MAX:
                 body = self.scanner.span(self.buf, self.start, self.scan_pos)
                 up.transport.write(body if head is None else b"".join(head + (body,)))
-                self.start = self.scan_pos
+            elif head is None:
+                up.transport.write(self.mv[self.start : self.scan_pos])
             else:
-                view = self.mv[self.start : self.scan_pos]
-                if head is None:
-                    up.transport.write(view)
-                else:
-                    up.transport.writelines((b"".join(head), view))
-                self.start = self.scan_pos
-                if up.transport.get_write_buffer_size():
-                    self._new_buffer()  # the transport holds a view of this one
+                up.transport.writelines((b"".join(head), self.mv[self.start : self.scan_pos]))
+            self.start = self.scan_pos
+            if n > COPY_MAX and up.transport.get_write_buffer_size():
+                self._new_buffer()  # the transport holds a view of this one
         elif head is not None:
             up.transport.write(b"".join(head))
         if self.start == self.end:

@@ -49,7 +49,6 @@ class Upstream:  # an asyncio.Protocol
         "idle_since",
         "status",
         "streaming",
-        "now",
     )
 
     def __init__(self, ep: Endpoint, pool: Pool) -> None:
@@ -67,7 +66,6 @@ class Upstream:  # an asyncio.Protocol
         self.idle_since = 0.0
         self.status = 0  # of the response being relayed (metrics: its status class)
         self.streaming = False  # counted in the backend's open-streams gauge
-        self.now = 0.0  # loop time of the read being handled
 
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -135,9 +133,9 @@ class Upstream:  # an asyncio.Protocol
         if client is None:  # bytes on an idle connection: it cannot be trusted again
             self.close()
             return
-        self.now = client.upstream_activity()  # for `_finish`, reached from this read only
+        now = client.upstream_activity()  # the time of this read, for the pool and timers
         if self.state == BODY:
-            self._body(client, data, 0)
+            self._body(client, data, 0, now)
             return
         if self.state != HEAD:
             self.close()
@@ -183,11 +181,11 @@ class Upstream:  # an asyncio.Protocol
         head = self._client_head(client, sc, data)
         self.state = BODY
         if len(data) > end:
-            self._body(client, data, end, head)
+            self._body(client, data, end, now, head)
         else:
             client.response_head(head, None)
             if self.body_left == 0 and self.client is not None:
-                self._finish(client)
+                self._finish(client, now)
         if self.client is not None and self.state == BODY and not self.streaming:
             # the body goes on after this read: a stream (SSE) or a long body
             self.streaming = True
@@ -213,7 +211,7 @@ class Upstream:  # an asyncio.Protocol
             b"\r\n",
         )
 
-    def _body(self, client: ClientConnection, data: bytes, pos: int, head=None) -> None:
+    def _body(self, client: ClientConnection, data: bytes, pos: int, now: float, head=None) -> None:
         """Relay data[pos:] (after `head`, in one writev) and follow the framing to the end."""
         n = len(data)
         done = False
@@ -248,12 +246,12 @@ class Upstream:  # an asyncio.Protocol
                 self.streaming = False
                 b = self.ep.backend
                 b.m[b.m_base + STREAMS] -= 1
-            self._finish(client)
+            self._finish(client, now)
 
-    def _finish(self, client: ClientConnection) -> None:
+    def _finish(self, client: ClientConnection, now: float) -> None:
         self.state = DONE
         self.client = None
-        client.response_done(self, self.keep_alive and not self.closed, self.now)
+        client.response_done(self, self.keep_alive and not self.closed, now)
 
     def _bad(self, client: ClientConnection, why: str) -> None:
         state = self.state
