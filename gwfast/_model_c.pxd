@@ -2,6 +2,8 @@
 
 cimport cython
 
+from gwfast._native._hist_c cimport Histograms as CHistograms
+
 
 cdef class Endpoint:
     cdef public str url, host
@@ -24,7 +26,8 @@ cdef class Backend:
     cdef public bint session_affinity
     cdef public tuple endpoints
     cdef public dict by_ident, sessions
-    cdef public object ring, loads, _rand, m, hist
+    cdef public object ring, loads, _rand, m
+    cdef public CHistograms hist
     cdef public bytearray eligible
     cdef public Py_ssize_t m_base
 

@@ -16,7 +16,7 @@ cdef Py_ssize_t KEEP_FREE, COPY_MAX, SESSIONS_KEPT
 
 cdef class ClientConnection:
     cdef public object gw
-    cdef public object loop
+    cdef public object loop, clock, send
     cdef public CHeadScanner scanner
     cdef public Py_ssize_t size, std
     cdef public bytearray buf
@@ -36,7 +36,8 @@ cdef class ClientConnection:
     cdef public double deadline, timer_at
     cdef public object timer
     cdef public object connect_task
-    cdef public bytes method, target_rest, head_rest
+    cdef public bytes method, target_rest
+    cdef public tuple head_rest
     cdef public list free
     cdef public tuple lease
     cdef public bytes host_ok
@@ -45,6 +46,8 @@ cdef class ClientConnection:
     cdef public object route_table, settings_of
     cdef public CBackend route_backend
     cdef public long long max_body
+    cdef public dict routes
+    cdef public object hosts, origins
     cdef public CPool pool
     cdef public object timeouts
     cdef public double t_idle, t_header, t_body, t_response, t_read
@@ -67,7 +70,7 @@ cdef class ClientConnection:
     )
     cdef _on_head(self, Py_ssize_t head_end)
     cdef tuple _open_session(self, CBackend backend, bytes token)
-    cdef bytes _head_rest(self, bytes host)
+    cdef tuple _head_rest(self, bytes host)
     cdef _header_value(self, bytes name)
     cdef CEndpoint _choose(self, CBackend backend, object exclude)
     cdef _dispatch(self, CEndpoint ep)
@@ -76,7 +79,7 @@ cdef class ClientConnection:
     cdef _answer(self, bytes response)
     cpdef double upstream_activity(self) except? -1.0
     cpdef bytes session_for_client(self, bytes value)
-    cpdef response_head(self, tuple head, object body)
+    cpdef response_head(self, bytes head, object body)
     cpdef write_upstream(self, object data)
     cpdef response_done(self, CUpstream up, bint reusable, double now)
     cpdef upstream_failed(self, CUpstream up, str why, int up_state)

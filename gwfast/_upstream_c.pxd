@@ -30,7 +30,7 @@ cdef class Pool:
 cdef class Upstream:
     cdef public CEndpoint ep
     cdef public Pool pool
-    cdef public object transport
+    cdef public object transport, send, is_closing
     cdef public CClient client
     cdef public int state
     cdef public bytearray head_buf
@@ -45,6 +45,6 @@ cdef class Upstream:
     cdef _received(self, bytes data)
     cdef tuple _client_head(self, CClient client, CResponseScanner sc, bytes data)
     @cython.locals(n=Py_ssize_t, stop=Py_ssize_t, done=bint)
-    cdef _body(self, CClient client, bytes data, Py_ssize_t pos, double now, object head=*)
+    cdef _body(self, CClient client, bytes data, Py_ssize_t pos, double now, tuple head=*)
     cdef _finish(self, CClient client, double now)
     cdef _bad(self, CClient client, str why)

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 
 from gwfast._native.chunks import ChunkError, ChunkReader, TrailersTooLarge
 from gwfast._native.headscan import HeadError, HeadScanner
-from gwfast._native.hist import now as clock_ns
 from gwfast.errors import error_response, plain_response
 from gwfast.headers import drop_connection_listed, header_value
 from gwfast.metrics import (
@@ -77,6 +76,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
     __slots__ = (
         "gw",
         "loop",
+        "clock",
+        "send",
         "scanner",
         "size",
         "buf",
@@ -116,6 +117,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         "route_backend",
         "settings_of",
         "max_body",
+        "routes",
+        "hosts",
+        "origins",
         "pool",
         "timeouts",
         "t_idle",
@@ -130,6 +134,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
         self.loop = gw.loop
+        # bound once: a method looked up on every call costs more than the call itself
+        self.clock = gw.loop.time
+        self.send = None  # the client transport's write
         self.pool = gw.pool  # one per worker, for good: reloads keep it
         # a request's timeouts and limits are those in force when it began (`_load_settings`)
         self.timeouts = None
@@ -137,7 +144,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         lim = gw.limits
         self.scanner: HeadScanner | None = None
         self.place_key: bytes | None = None
-        self.t0 = 0  # clock_ns() when the request head was complete (metrics)
+        self.t0 = 0  # backend.hist.clock() when the request was routed (metrics)
         self.std = self.size = max(65536, 2 * lim.max_header_bytes)
         self.free = BUFFERS.free_list(self.std, lim.max_headers, lim.max_header_bytes)
         self.lease: tuple | None = None  # (buf, mv, scanner) as taken from `free`
@@ -145,8 +152,10 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.host_ok_by = None
         self.route_path = b""  # the last path routed, in `route_table` (gw.routes)
         self.route_table = self.route_backend = None
-        self.settings_of = None  # the snapshot the timeouts and max_body below come from
+        self.settings_of = None  # the snapshot the fields below come from (_load_settings)
         self.max_body = 0
+        self.routes = {}
+        self.hosts = self.origins = None
         # the read buffer is taken from the worker's pool when bytes arrive and given back
         # when none are pending: 10,000 idle streams hold no 64 KiB buffers
         self.buf: bytearray | None = None
@@ -173,11 +182,12 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.connect_task: asyncio.Task | None = None
         self.method = b""
         self.target_rest = b""
-        self.head_rest = b""
+        self.head_rest = ()
 
     # ------------------------------------------------------------------ transport events
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.send = transport.write  # type: ignore[attr-defined]
         self.gw.connections.add(self)
         self.gw.m[CONNECTIONS] += 1
         sock = transport.get_extra_info("socket")
@@ -189,7 +199,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.xff_line = b"X-Forwarded-For: " + self.peer + b"\r\n"
         self.transport.set_write_buffer_limits(high=256 * 1024)  # type: ignore[union-attr]
         self._load_settings()
-        self._arm(self.loop.time() + self.t_idle)
+        self._arm(self.clock() + self.t_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = CLOSED
@@ -237,7 +247,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.internal_error()
             return
         if fresh and self.state == HEAD:  # armed only when the head did not come whole
-            self._arm(self.loop.time() + self.t_header)
+            self._arm(self.clock() + self.t_header)
 
     def internal_error(self) -> None:
         log.exception("internal error while handling a request")
@@ -286,7 +296,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             elif st not in (CONNECTING, FORWARD):
                 return
             if not self.request_done:
-                self._body(self.loop.time())
+                self._body(self.clock())
             elif self.end - self.start > self.size // 2:
                 self.pause_reading(P_BUFFER)  # pipelined bytes pile up: wait
             return
@@ -330,25 +340,30 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self._make_room()
 
     def _send_body(self, head: tuple | None = None) -> None:
-        """Write the validated body bytes after the parts of `head`: copied into one buffer
-        when small, else (in one writev) as a view of the read buffer."""
+        """Write the validated body bytes after the parts of `head` (bytes, or tuples of
+        bytes): copied with them into one new bytes object when small, else (in one writev)
+        as a view of the read buffer."""
         up = self.upstream
         if up is None or up.transport is None:
             return
         n = self.scan_pos - self.start
         if n > 0:
             if n <= COPY_MAX:
-                body = self.scanner.span(self.buf, self.start, self.scan_pos)
-                up.transport.write(body if head is None else b"".join(head + (body,)))
+                if head is None:
+                    up.send(self.scanner.span(self.buf, self.start, self.scan_pos))
+                else:
+                    up.send(self.scanner.assemble(head, self.buf, self.start, self.scan_pos))
             elif head is None:
-                up.transport.write(self.mv[self.start : self.scan_pos])
+                up.send(self.mv[self.start : self.scan_pos])
             else:
-                up.transport.writelines((b"".join(head), self.mv[self.start : self.scan_pos]))
+                up.transport.writelines(
+                    (self.scanner.assemble(head, None, 0, 0), self.mv[self.start : self.scan_pos])
+                )
             self.start = self.scan_pos
             if n > COPY_MAX and up.transport.get_write_buffer_size():
                 self._new_buffer()  # the transport holds a view of this one
         elif head is not None:
-            up.transport.write(b"".join(head))
+            up.send(self.scanner.assemble(head, None, 0, 0))
         if self.start == self.end:
             self.start = self.end = self.scan_pos = 0
             self.resume_reading(P_BUFFER)
@@ -394,7 +409,6 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.pause_reading(P_BUFFER)
 
     def _on_head(self, head_end: int) -> None:
-        self.t0 = clock_ns()
         sc = self.scanner
         buf = self.buf
         gw = self.gw
@@ -435,7 +449,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             host = b""
         else:
             host = sc.span(buf, sc.host_start, sc.host_end)
-            hosts = gw.hosts
+            hosts = self.hosts
             if host != self.host_ok or hosts is not self.host_ok_by:  # a client's Host
                 allowed = hosts.allows(host)  # rarely changes: its last pass is kept
                 if allowed is None:
@@ -451,14 +465,14 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 self.host_ok, self.host_ok_by = host, hosts
         if sc.origin_start >= 0:
             origin = sc.span(buf, sc.origin_start, sc.origin_end)
-            if not gw.origins.allows(origin, host):
+            if not self.origins.allows(origin, host):
                 self.fail(
                     403,
                     f"Origin {origin.decode('latin-1')!r} is not allowed: add it "
                     "to allowed_origins (DNS-rebinding protection)",
                 )
                 return
-        routes = gw.routes
+        routes = self.routes
         if path == self.route_path and routes is self.route_table:
             backend = self.route_backend  # a connection mostly asks one backend
         else:
@@ -468,6 +482,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 return
             self.route_path, self.route_table, self.route_backend = path, routes, backend
         self.backend = backend  # from here on, errors are counted for this backend
+        self.t0 = backend.hist.clock()  # the request's duration counts from its routing
         if method != b"POST" and method != b"GET" and method != b"DELETE":
             self.fail(
                 405,
@@ -534,7 +549,8 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         backend.sessions[token] = known
         return known
 
-    def _head_rest(self, host: bytes) -> bytes:
+    def _head_rest(self, host: bytes) -> tuple:
+        """The head's header lines, as parts `_send_body` joins with the rest in one copy."""
         sc = self.scanner
         kept = sc.kept(self.buf)
         if sc.conn_other:
@@ -552,17 +568,15 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         else:
             xff = self.xff_line
         sid = self.backend_sid
-        return b"".join(  # one tuple, one join: the empty pieces cost nothing
-            (
-                kept,
-                b"" if sid is None else b"Mcp-Session-Id: ",
-                b"" if sid is None else sid,
-                b"" if sid is None else b"\r\n",
-                xff,
-                b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ",
-                host,
-                b"\r\n\r\n",
-            )
+        return (  # the empty pieces cost nothing
+            kept,
+            b"" if sid is None else b"Mcp-Session-Id: ",
+            b"" if sid is None else sid,
+            b"" if sid is None else b"\r\n",
+            xff,
+            b"X-Forwarded-Proto: http\r\nX-Forwarded-Host: ",
+            host,
+            b"\r\n\r\n",
         )
 
     def _header_value(self, name: bytes) -> bytes | None:
@@ -580,7 +594,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
     def _dispatch(self, ep: Endpoint) -> None:
         self.ep = ep
         ep.outstanding += 1
-        now = self.loop.time()
+        now = self.clock()
         up = self.pool.acquire(ep, now)
         if up is not None:
             self._attach(up, now)
@@ -641,7 +655,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             if self.state == CLOSED:
                 up.close()
                 return
-            self._attach(up, self.loop.time())
+            self._attach(up, self.clock())
             return
 
     def _attach(self, up: Upstream, now: float) -> None:
@@ -684,13 +698,13 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.close_after = True
         self.gw.m[UNROUTED + CODE_INDEX[200]] += 1
         self.transport.write(response)  # type: ignore[union-attr]
-        self._request_finished(self.loop.time())
+        self._request_finished(self.clock())
 
     # ------------------------------------------------------------------ response side
     def upstream_activity(self) -> float:
         """Bytes came from the endpoint: the silence deadline moves. Returns the time now,
         which the rest of that read's handling uses."""
-        now = self.loop.time()
+        now = self.clock()
         self._arm(now + self.t_read)
         return now
 
@@ -703,23 +717,21 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         backend.m[backend.m_base + SESSIONS] += 1  # a new session: its id sealed anew
         return self.gw.sealer.seal(backend.name_b, self.ep.ident, value)
 
-    def response_head(self, head: tuple, body) -> None:
-        """The parts of the response head, and the body bytes that came with it: joined when
-        small, else in one writev."""
+    def response_head(self, head: bytes, body) -> None:
+        """The response head (with the body bytes that came with it, when small), and then
+        in the same writev `body`, a view of the rest, when not None."""
         self.sent_head = True  # its deadline: `upstream_activity`, called for this read
         if body is None:
-            self.transport.write(b"".join(head))  # type: ignore[union-attr]
-        elif len(body) <= COPY_MAX:
-            self.transport.write(b"".join(head + (body,)))  # type: ignore[union-attr]
+            self.send(head)
         else:
-            self.transport.writelines((b"".join(head), body))  # type: ignore[union-attr]
+            self.transport.writelines((head, body))  # type: ignore[union-attr]
 
     def write_upstream(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.send(data)
 
     def response_done(self, up: Upstream, reusable: bool, now: float) -> None:
         self.upstream = None
-        # the duration histogram: one compiled call (gwfast._native.hist)
+        # the duration histogram: a C call (gwfast._native.hist)
         self.backend.hist.observe(up.status, self.t0)  # type: ignore[union-attr]
         if reusable and self.request_done:
             self.pool.release(up, now)
@@ -824,7 +836,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if close:
             self._close()
         else:
-            self._request_finished(self.loop.time())
+            self._request_finished(self.clock())
 
     def _too_large(self) -> str:
         return (
@@ -841,6 +853,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self.t_idle, self.t_header, self.t_body = t.idle, t.header_read, t.body_read
             self.t_response, self.t_read = t.response_header, t.upstream_read
             self.max_body = gw.limits.max_body_bytes
+            self.routes, self.hosts, self.origins = gw.routes, gw.hosts, gw.origins
 
     def _arm(self, deadline: float) -> None:
         """One timer per connection; moving the deadline later costs no reschedule."""
@@ -855,7 +868,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         self.timer = None
         if self.state == CLOSED:
             return
-        if self.loop.time() < self.deadline:
+        if self.clock() < self.deadline:
             self.timer_at = self.deadline
             self.timer = self.loop.call_at(self.deadline, self._on_timer)
             return
@@ -870,7 +883,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         elif not self.request_done:
             self.fail(408, f"request body stalled for over {t.body_read:g}s (timeouts.body_read)")
         elif st == CONNECTING:
-            self._arm(self.loop.time() + t.connect)  # the connect attempt has its own limit
+            self._arm(self.clock() + t.connect)  # the connect attempt has its own limit
         elif not self.sent_head:
             self.fail(
                 504,

@@ -38,6 +38,8 @@ class Upstream:  # an asyncio.Protocol
         "ep",
         "pool",
         "transport",
+        "send",
+        "is_closing",
         "client",
         "state",
         "head_buf",
@@ -55,6 +57,7 @@ class Upstream:  # an asyncio.Protocol
         self.ep = ep
         self.pool = pool
         self.transport: asyncio.Transport | None = None
+        self.send = self.is_closing = None  # the transport's, set with it
         self.client: ClientConnection | None = None
         self.state = DONE
         self.head_buf: bytearray | None = None
@@ -70,6 +73,8 @@ class Upstream:  # an asyncio.Protocol
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.send = transport.write  # type: ignore[attr-defined]  # bound once (hot path)
+        self.is_closing = transport.is_closing
         b = self.ep.backend
         b.m[b.m_base + UPSTREAM] += 1
         sock = transport.get_extra_info("socket")
@@ -183,7 +188,7 @@ class Upstream:  # an asyncio.Protocol
         if len(data) > end:
             self._body(client, data, end, now, head)
         else:
-            client.response_head(head, None)
+            client.response_head(RESPONSE.assemble(head, None, 0, 0), None)
             if self.body_left == 0 and self.client is not None:
                 self._finish(client, now)
         if self.client is not None and self.state == BODY and not self.streaming:
@@ -197,7 +202,7 @@ class Upstream:  # an asyncio.Protocol
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
             kept = drop_connection_listed(kept, header_value(data, b"connection") or b"")
         has_sid = sc.session_start >= 0
-        return (  # joined with the body bytes that came with it (`response_head`)
+        return (  # joined with the body bytes that came with it (`_body`)
             b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
             sc.span(data, 8, sc.line_end),
             kept,
@@ -212,11 +217,14 @@ class Upstream:  # an asyncio.Protocol
         )
 
     def _body(self, client: ClientConnection, data: bytes, pos: int, now: float, head=None) -> None:
-        """Relay data[pos:] (after `head`, in one writev) and follow the framing to the end."""
+        """Relay data[pos:] (after the parts of `head`, in one write) and follow the framing
+        to the end."""
         n = len(data)
+        stop = n
         done = False
         if self.reframe:
-            body = b"%x\r\n%b\r\n" % (n - pos, memoryview(data)[pos:])
+            data = b"%x\r\n%b\r\n" % (n - pos, memoryview(data)[pos:])
+            pos, stop = 0, len(data)
         else:
             if self.chunks is not None:
                 try:
@@ -231,16 +239,19 @@ class Upstream:  # an asyncio.Protocol
                 done = self.body_left == 0
             if stop < n:  # bytes past the end of the response: the connection is unusable
                 self.keep_alive = False
-            if pos == 0 and stop == n:
-                body = data
-            elif stop - pos <= COPY_MAX:
-                body = RESPONSE.span(data, pos, stop)
+        if head is not None:  # one write: small bodies copied with the head, else a view
+            if stop - pos <= COPY_MAX:
+                client.response_head(RESPONSE.assemble(head, data, pos, stop), None)
             else:
-                body = memoryview(data)[pos:stop]
-        if head is None:
-            client.write_upstream(body)
+                client.response_head(
+                    RESPONSE.assemble(head, None, 0, 0), memoryview(data)[pos:stop]
+                )
+        elif pos == 0 and stop == len(data):
+            client.write_upstream(data)
+        elif stop - pos <= COPY_MAX:
+            client.write_upstream(RESPONSE.span(data, pos, stop))
         else:
-            client.response_head(head, body)
+            client.write_upstream(memoryview(data)[pos:stop])
         if done and self.client is not None:
             if self.streaming:  # counted open when its head was relayed without the end
                 self.streaming = False
@@ -276,7 +287,7 @@ class Pool:
         q = self.idle.get(ep.ident)
         while q:
             up = q.pop()
-            if not up.closed and up.transport is not None and not up.transport.is_closing():
+            if not up.closed and up.transport is not None and not up.is_closing():
                 if now - up.idle_since < self.keepalive:
                     return up
             up.close()

@@ -21,7 +21,7 @@ from gwfast._native.headscan import (
     HeadScannerC,
     HeadScannerPy,
 )
-from gwfast._testbase.scanfeed import Feeding
+from gwfast._testbase.scanfeed import Feeding, check_assemble
 
 ATTRS = (
     "line_start",
@@ -566,3 +566,7 @@ def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
     views = [] if scanner_cls is HeadScannerPy else [memoryview(CURL), memoryview(bytearray(CURL))]
     for buf in (bytearray(CURL), *views):
         assert outcome(scanner_cls(), buf, 0, len(CURL)) == expected, type(buf)
+
+
+def test_assemble(scanner_cls: type) -> None:
+    check_assemble(scanner_cls(), CURL)

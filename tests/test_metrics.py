@@ -546,3 +546,9 @@ def test_histogram_twins_agree(compiled):
     for at in (-1, 200 - 4 * hist.HSTRIDE + 1):  # the histograms must fit in the slots
         with pytest.raises(IndexError):
             twin(m, at)
+    # clock() is the twin's now(), the t0 the relay takes (monotonic, same base)
+    a = now()
+    b = h.clock()
+    assert a <= b <= now()
+    h.observe(200, h.clock() - 3_000_000)  # the 5 ms bucket of 2xx
+    assert m[10 + 2] == 1

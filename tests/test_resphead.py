@@ -21,7 +21,7 @@ from gwfast._native.resphead import (
     ResponseScannerC,
     ResponseScannerPy,
 )
-from gwfast._testbase.scanfeed import Feeding
+from gwfast._testbase.scanfeed import Feeding, check_assemble
 
 ATTRS = (
     "status",
@@ -716,3 +716,7 @@ def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
     )
     for buf in (bytearray(GO_JSON), *views):
         assert outcome(scanner_cls(), buf, 0, len(GO_JSON)) == expected, type(buf)
+
+
+def test_assemble(scanner_cls: type) -> None:
+    check_assemble(scanner_cls(), GO_JSON)

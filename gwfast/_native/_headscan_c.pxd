@@ -34,6 +34,7 @@ cdef class HeadScanner:
     cpdef reset(self)
     cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end)
     cpdef bytes kept(self, object buf)
+    cpdef bytes assemble(self, tuple parts, object buf, Py_ssize_t start, Py_ssize_t end)
     cpdef Py_ssize_t kept_start(self, Py_ssize_t i) except -1
     cpdef Py_ssize_t kept_end(self, Py_ssize_t i) except -1
     cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1

@@ -10,7 +10,7 @@ the pure twins: one copy of each.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport borrow, give_back, join_runs, span_bytes
+from ._spans cimport assemble, borrow, give_back, join_runs, span_bytes
 from libc.string cimport memchr
 
 from . import headscan_py as _hs
@@ -171,6 +171,11 @@ cdef class ResponseScanner:
     cpdef bytes kept(self, object buf):
         """The kept header lines of the last head scanned from buf, joined."""
         return join_runs(buf, self._kept, self.n_kept, E_SPAN)
+
+    cpdef bytes assemble(self, tuple parts, object buf, Py_ssize_t start, Py_ssize_t end):
+        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
+        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
+        return assemble(parts, buf, start, end, E_SPAN)
 
     cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

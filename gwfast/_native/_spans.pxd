@@ -62,3 +62,56 @@ cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str e
     run[0] = start
     run[1] = end
     return join_runs(buf, run, 1, error)
+
+
+cdef inline Py_ssize_t _parts_size(tuple parts, bint nested) except -1:
+    cdef Py_ssize_t total = 0
+    for p in parts:
+        if type(p) is bytes:
+            total += PyBytes_GET_SIZE(p)
+        elif nested and type(p) is tuple:
+            total += _parts_size(<tuple>p, False)
+        else:
+            raise TypeError("parts are bytes, or tuples of bytes one level deep")
+    return total
+
+
+cdef inline char* _copy_parts(char* out, tuple parts) noexcept:
+    cdef Py_ssize_t n
+    for p in parts:
+        if type(p) is bytes:
+            n = PyBytes_GET_SIZE(p)
+            memcpy(out, PyBytes_AS_STRING(p), n)
+            out += n
+        else:
+            out = _copy_parts(out, <tuple>p)
+    return out
+
+
+cdef inline bytes _join_parts(tuple parts, Py_ssize_t total, const char* tail,
+                              Py_ssize_t tail_len):
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total + tail_len)
+    cdef char* p = _copy_parts(PyBytes_AS_STRING(out), parts)
+    if tail_len:
+        memcpy(p, tail, tail_len)
+    return out
+
+
+cdef inline bytes assemble(tuple parts, object buf, Py_ssize_t start, Py_ssize_t end,
+                           str error):
+    """The parts (bytes, or tuples of bytes one level deep) then buf[start:end] (nothing when
+    buf is None), joined in one allocation: a rebuilt head and the body bytes that follow it
+    become one write without intermediate copies. ValueError(error) if the span is not in
+    buf, TypeError if a part is not bytes."""
+    cdef Py_ssize_t total = _parts_size(parts, True)
+    cdef Py_buffer view
+    cdef int taken = 0
+    if buf is None:
+        return _join_parts(parts, total, NULL, 0)
+    taken = borrow(buf, &view)
+    try:
+        if not 0 <= start <= end <= view.len:
+            raise ValueError(error)
+        return _join_parts(parts, total, <const char*>view.buf + start, end - start)
+    finally:
+        give_back(&view, taken)

@@ -125,6 +125,9 @@ class HeadScanner:
     def kept_end(self, i: int) -> int: ...
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes: ...
     def kept(self, buf: bytes | bytearray) -> bytes: ...
+    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+        """b"".join(parts) + buf[start:end] (nothing from buf when it is None); a part may be
+        a tuple of bytes."""
 
 HeadScannerPy: type[HeadScanner]
 HeadScannerC: type[HeadScanner] | None

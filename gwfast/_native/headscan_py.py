@@ -99,6 +99,7 @@ _FIELD_RE = re.compile(
 # ---------------------------------------------------------------- messages (shared)
 E_RANGE = "scan needs 0 <= start <= end <= len(buf)"
 E_SPAN = "a span needs 0 <= start <= end <= len(buf)"
+E_PARTS = "parts are bytes, or tuples of bytes one level deep"
 E_LINE_ENDING = "request head has a bare LF or a lone CR; end every line with CRLF (RFC 9112 §2.2)"
 E_TOO_LARGE = (
     "request head is larger than {} bytes; send fewer or shorter header fields (RFC 6585 §5)"
@@ -263,6 +264,26 @@ def join_runs(buf: bytes | bytearray, runs: Sequence[int], n: int) -> bytes:
     return b"".join([buf[s:e] for s, e in spans])
 
 
+def assemble(parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+    """b"".join(parts) + buf[start:end], nothing from buf when it is None; a part may be a
+    tuple of bytes (one level). TypeError for other parts (both scanners' assemble())."""
+    if type(parts) is not tuple:
+        raise TypeError(E_PARTS)
+    pieces: list[bytes] = []
+    for p in parts:
+        if type(p) is tuple:
+            if not all(type(q) is bytes for q in p):
+                raise TypeError(E_PARTS)
+            pieces.extend(p)
+        elif type(p) is bytes:
+            pieces.append(p)
+        else:
+            raise TypeError(E_PARTS)
+    if buf is not None:
+        pieces.append(span_bytes(buf, start, end))
+    return b"".join(pieces)
+
+
 class HeadScanner:
     """Scans one request head at a time; reuse one per connection.
 
@@ -329,6 +350,11 @@ class HeadScanner:
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""
         return join_runs(buf, self._kept, self.n_kept)
+
+    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
+        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
+        return assemble(parts, buf, start, end)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

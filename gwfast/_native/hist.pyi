@@ -35,6 +35,8 @@ class Histograms:
         do not fit."""
     @property
     def at(self) -> int: ...
+    def clock(self) -> int:
+        """`now()`, as a method."""
     def observe(self, status: int, t0: int) -> None:
         """Count one relayed response of `status` whose request head was complete at `t0`
         (`now()`)."""

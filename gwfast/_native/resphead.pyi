@@ -78,6 +78,9 @@ class ResponseScanner:
     def kept_end(self, i: int) -> int: ...
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes: ...
     def kept(self, buf: bytes | bytearray) -> bytes: ...
+    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+        """b"".join(parts) + buf[start:end] (nothing from buf when it is None); a part may be
+        a tuple of bytes."""
 
 ResponseScannerPy: type[ResponseScanner]
 ResponseScannerC: type[ResponseScanner] | None

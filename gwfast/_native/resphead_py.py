@@ -42,6 +42,7 @@ from .headscan_py import (
     VALUE_TABLE,
     HeadError,
     _byte_class,
+    assemble,
     join_runs,
     span_bytes,
 )
@@ -267,6 +268,11 @@ class ResponseScanner:
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""
         return join_runs(buf, self._kept, self.n_kept)
+
+    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
+        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
+        return assemble(parts, buf, start, end)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

@@ -1,6 +1,7 @@
 """Feeding a scanner twin the ways a connection can: whole, byte at a time, into a growing
 bytearray, in random pieces. Shared by the request and response scanner tests, whose twins
-have the same `scan`/`kept_start`/`kept_end`/`kept`/`span` shape and differ in the attributes they set."""
+have the same `scan`/`kept_start`/`kept_end`/`kept`/`span`/`assemble` shape and differ in the
+attributes they set."""
 
 from __future__ import annotations
 
@@ -71,3 +72,37 @@ class Feeding:
             if result[0] != "pending" or end == len(data):
                 return result
             end = min(len(data), end + rnd.randint(1, 40))
+
+
+def check_assemble(s: object, buf: bytes) -> None:
+    """`assemble` (how the relay writes a head and the body bytes after it): the parts, one
+    level of tuples, then buf[start:end]; nothing from buf when it is None; the span errors
+    of `span`; TypeError for any part that is not bytes."""
+    mid = len(buf) // 2
+    head = (b"POST", b" ", (b"/a", b"", b"?q"), b" HTTP/1.1\r\n")
+    assert s.assemble(head, buf, 0, mid) == b"POST /a?q HTTP/1.1\r\n" + buf[:mid]
+    assert s.assemble(head, bytearray(buf), mid, len(buf)) == b"POST /a?q HTTP/1.1\r\n" + buf[mid:]
+    assert s.assemble(((b"x",), b"y"), None, 5, 1) == b"xy"  # no buffer: no span checked
+    assert s.assemble((), buf, 0, len(buf)) == buf
+    assert s.assemble(((), b""), buf, mid, mid) == b""
+    for start, end in ((-1, 3), (3, 2), (0, len(buf) + 1)):
+        _raises(ValueError, s.assemble, (b"x",), buf, start, end)
+    for parts in (
+        (b"x", bytearray(b"y")),
+        (b"x", memoryview(b"y")),
+        (b"x", "y"),
+        (b"x", None),
+        ((b"x", (b"y",)),),  # tuples one level deep only
+        ((b"x", bytearray(b"y")),),
+        [b"x"],  # parts are a tuple
+        None,
+    ):
+        _raises(TypeError, s.assemble, parts, buf, 0, 1)
+
+
+def _raises(exc: type[Exception], fn, *args: object) -> None:
+    try:
+        fn(*args)
+    except exc:
+        return
+    raise AssertionError(f"{fn.__name__}{args!r} did not raise {exc.__name__}")
