@@ -58,6 +58,7 @@ cdef class ClientConnection:
     cpdef pause_reading(self, int reason)
     cpdef resume_reading(self, int reason)
     cpdef _process(self)
+    @cython.locals(n=cython.longlong, done=bint)
     cdef bint _advance(self) except -1
     cdef _body(self, double now)
     cdef _send_body(self, tuple head=*)
@@ -73,10 +74,12 @@ cdef class ClientConnection:
     cdef tuple _head_rest(self, bytes host)
     cdef _header_value(self, bytes name)
     cdef CEndpoint _choose(self, CBackend backend, object exclude)
+    @cython.locals(now=double)
     cdef _dispatch(self, CEndpoint ep)
     cdef _attach(self, CUpstream up, double now)
     cdef _local(self, bytes method, bytes path)
     cdef _answer(self, bytes response)
+    @cython.locals(now=double)
     cpdef double upstream_activity(self) except? -1.0
     cpdef bytes session_for_client(self, bytes value)
     cpdef response_head(self, bytes head, object body)

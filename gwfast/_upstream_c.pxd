@@ -43,6 +43,7 @@ cdef class Upstream:
     cpdef begin(self, CClient client)
     cpdef close(self)
     cdef _received(self, bytes data)
+    @cython.locals(has_sid=bint)
     cdef tuple _client_head(self, CClient client, CResponseScanner sc, bytes data)
     @cython.locals(n=Py_ssize_t, stop=Py_ssize_t, done=bint)
     cdef _body(self, CClient client, bytes data, Py_ssize_t pos, double now, tuple head=*)
