@@ -10,7 +10,7 @@ from gwfast._upstream_c cimport Upstream as CUpstream
 
 cdef int IDLE, HEAD, CONNECTING, FORWARD, CLOSED
 cdef int P_BUFFER, P_UPSTREAM
-cdef bytes CONTINUE, TARGET_REST
+cdef bytes POST, CONTINUE, TARGET_REST
 cdef Py_ssize_t KEEP_FREE, COPY_MAX, SESSIONS_KEPT
 
 

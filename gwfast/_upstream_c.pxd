@@ -39,12 +39,14 @@ cdef class Upstream:
     cdef public bint reframe, keep_alive, closed, streaming
     cdef public double idle_since
     cdef public int status
+    cdef public bytes status_line
 
     cpdef begin(self, CClient client)
     cpdef close(self)
     cdef _received(self, bytes data)
     @cython.locals(has_sid=bint)
     cdef tuple _client_head(self, CClient client, CResponseScanner sc, bytes data)
+    cdef bytes _status_line(self, CResponseScanner sc, bytes data)
     @cython.locals(n=Py_ssize_t, stop=Py_ssize_t, done=bint)
     cdef _body(self, CClient client, bytes data, Py_ssize_t pos, double now, tuple head=*)
     cdef _finish(self, CClient client, double now)

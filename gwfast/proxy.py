@@ -46,6 +46,7 @@ log = logging.getLogger("gwfast")
 IDLE, HEAD, CONNECTING, FORWARD, CLOSED = range(5)
 P_BUFFER, P_UPSTREAM = 1, 2  # reasons to pause reading from the client
 ALLOW = (("Allow", "GET, POST, DELETE"),)
+POST = b"POST"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 TARGET_REST = b" HTTP/1.1\r\nHost: "  # after the path and query of a request line
 HEALTHZ = plain_response(200, b'{"status":"ok"}')
@@ -412,8 +413,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         sc = self.scanner
         buf = self.buf
         gw = self.gw
-        method = sc.span(buf, sc.method_start, sc.method_end)
-        target = sc.span(buf, sc.target_start, sc.target_end)
+        # values that repeat are the objects already held (no allocation, same identity)
+        method = sc.span_as(buf, sc.method_start, sc.method_end, POST)
+        target = sc.span_as(buf, sc.target_start, sc.target_end, self.route_path)
         if target[0] == 0x2F:  # "/...": the origin form (the scanner refuses empty targets)
             qs = sc.query_start - sc.target_start if sc.query_start >= 0 else -1
         else:
@@ -448,7 +450,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 return
             host = b""
         else:
-            host = sc.span(buf, sc.host_start, sc.host_end)
+            host = sc.span_as(buf, sc.host_start, sc.host_end, self.host_ok)
             hosts = self.hosts
             if host != self.host_ok or hosts is not self.host_ok_by:  # a client's Host
                 allowed = hosts.allows(host)  # rarely changes: its last pass is kept

@@ -51,6 +51,7 @@ class Upstream:  # an asyncio.Protocol
         "idle_since",
         "status",
         "streaming",
+        "status_line",
     )
 
     def __init__(self, ep: Endpoint, pool: Pool) -> None:
@@ -69,6 +70,7 @@ class Upstream:  # an asyncio.Protocol
         self.idle_since = 0.0
         self.status = 0  # of the response being relayed (metrics: its status class)
         self.streaming = False  # counted in the backend's open-streams gauge
+        self.status_line = b""  # the last status line relayed (" 200 OK\r\n")
 
     # -- asyncio protocol --
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,7 +206,7 @@ class Upstream:  # an asyncio.Protocol
         has_sid = sc.session_start >= 0
         return (  # joined with the body bytes that came with it (`_body`)
             b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
-            sc.span(data, 8, sc.line_end),
+            self._status_line(sc, data),
             kept,
             b"Mcp-Session-Id: " if has_sid else b"",
             client.session_for_client(sc.span(data, sc.session_start, sc.session_end))
@@ -215,6 +217,11 @@ class Upstream:  # an asyncio.Protocol
             b"Connection: close\r\n" if client.close_after else b"",
             b"\r\n",
         )
+
+    def _status_line(self, sc, data: bytes) -> bytes:
+        """The status line after the version; the previous one's object when it repeats."""
+        line = self.status_line = sc.span_as(data, 8, sc.line_end, self.status_line)
+        return line
 
     def _body(self, client: ClientConnection, data: bytes, pos: int, now: float, head=None) -> None:
         """Relay data[pos:] (after the parts of `head`, in one write) and follow the framing

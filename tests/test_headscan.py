@@ -21,7 +21,7 @@ from gwfast._native.headscan import (
     HeadScannerC,
     HeadScannerPy,
 )
-from gwfast._testbase.scanfeed import Feeding, check_assemble
+from gwfast._testbase.scanfeed import Feeding, check_assemble, check_span_as
 
 ATTRS = (
     "line_start",
@@ -570,3 +570,7 @@ def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
 
 def test_assemble(scanner_cls: type) -> None:
     check_assemble(scanner_cls(), CURL)
+
+
+def test_span_as(scanner_cls: type) -> None:
+    check_span_as(scanner_cls(), CURL)

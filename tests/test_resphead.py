@@ -21,7 +21,7 @@ from gwfast._native.resphead import (
     ResponseScannerC,
     ResponseScannerPy,
 )
-from gwfast._testbase.scanfeed import Feeding, check_assemble
+from gwfast._testbase.scanfeed import Feeding, check_assemble, check_span_as
 
 ATTRS = (
     "status",
@@ -720,3 +720,7 @@ def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
 
 def test_assemble(scanner_cls: type) -> None:
     check_assemble(scanner_cls(), GO_JSON)
+
+
+def test_span_as(scanner_cls: type) -> None:
+    check_span_as(scanner_cls(), GO_JSON)

@@ -33,6 +33,7 @@ cdef class HeadScanner:
     cdef void _connection_tokens(self, const unsigned char* d, Py_ssize_t vs, Py_ssize_t ve) noexcept
     cpdef reset(self)
     cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end)
+    cpdef bytes span_as(self, object buf, Py_ssize_t start, Py_ssize_t end, bytes known)
     cpdef bytes kept(self, object buf)
     cpdef bytes assemble(self, tuple parts, object buf, Py_ssize_t start, Py_ssize_t end)
     cpdef Py_ssize_t kept_start(self, Py_ssize_t i) except -1

@@ -9,7 +9,7 @@ HeadError, the byte tables and the messages are imported from there: one copy of
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport assemble, borrow, give_back, join_runs, span_bytes
+from ._spans cimport assemble, borrow, give_back, join_runs, span_as, span_bytes
 from libc.string cimport memchr, memcmp
 
 from . import headscan_py as _py
@@ -192,6 +192,10 @@ cdef class HeadScanner:
     cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end):
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
         return span_bytes(buf, start, end, E_SPAN)
+
+    cpdef bytes span_as(self, object buf, Py_ssize_t start, Py_ssize_t end, bytes known):
+        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
+        return span_as(buf, start, end, known, E_SPAN)
 
     cpdef bytes kept(self, object buf):
         """The kept header lines of the last head scanned from buf, joined."""

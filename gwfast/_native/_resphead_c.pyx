@@ -10,7 +10,7 @@ the pure twins: one copy of each.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport assemble, borrow, give_back, join_runs, span_bytes
+from ._spans cimport assemble, borrow, give_back, join_runs, span_as, span_bytes
 from libc.string cimport memchr
 
 from . import headscan_py as _hs
@@ -167,6 +167,10 @@ cdef class ResponseScanner:
     cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end):
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
         return span_bytes(buf, start, end, E_SPAN)
+
+    cpdef bytes span_as(self, object buf, Py_ssize_t start, Py_ssize_t end, bytes known):
+        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
+        return span_as(buf, start, end, known, E_SPAN)
 
     cpdef bytes kept(self, object buf):
         """The kept header lines of the last head scanned from buf, joined."""

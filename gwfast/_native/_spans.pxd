@@ -4,7 +4,7 @@
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 
 cdef inline int borrow(object buf, Py_buffer* view) except -1:
@@ -62,6 +62,23 @@ cdef inline bytes span_bytes(object buf, Py_ssize_t start, Py_ssize_t end, str e
     run[0] = start
     run[1] = end
     return join_runs(buf, run, 1, error)
+
+
+cdef inline bytes span_as(object buf, Py_ssize_t start, Py_ssize_t end, bytes known, str error):
+    """`known` itself when buf[start:end] has its bytes, else span_bytes(): a value that
+    repeats (a connection's Host, its last path) costs no allocation and compares by
+    identity."""
+    cdef Py_buffer view
+    cdef int taken = borrow(buf, &view)
+    cdef bint same
+    try:
+        if not 0 <= start <= end <= view.len:
+            raise ValueError(error)
+        same = known is not None and PyBytes_GET_SIZE(known) == end - start and memcmp(
+            <const char*>view.buf + start, PyBytes_AS_STRING(known), end - start) == 0
+    finally:
+        give_back(&view, taken)
+    return known if same else span_bytes(buf, start, end, error)
 
 
 cdef inline Py_ssize_t _parts_size(tuple parts, bint nested) except -1:

@@ -256,6 +256,12 @@ def span_bytes(buf: bytes | bytearray, start: int, end: int) -> bytes:
     return bytes(buf[start:end])
 
 
+def span_as(buf: bytes | bytearray, start: int, end: int, known: bytes | None) -> bytes:
+    """`known` itself when buf[start:end] equals it, else span_bytes() (both scanners')."""
+    value = span_bytes(buf, start, end)
+    return known if value == known else value
+
+
 def join_runs(buf: bytes | bytearray, runs: Sequence[int], n: int) -> bytes:
     """The first n (start, end) runs of buf, joined (both scanners' kept())."""
     spans = [(runs[i], runs[i + 1]) for i in range(0, 2 * n, 2)]
@@ -346,6 +352,10 @@ class HeadScanner:
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
         return span_bytes(buf, start, end)
+
+    def span_as(self, buf: bytes | bytearray, start: int, end: int, known: bytes | None) -> bytes:
+        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
+        return span_as(buf, start, end, known)
 
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""

@@ -44,6 +44,7 @@ from .headscan_py import (
     _byte_class,
     assemble,
     join_runs,
+    span_as,
     span_bytes,
 )
 
@@ -264,6 +265,10 @@ class ResponseScanner:
     def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
         """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
         return span_bytes(buf, start, end)
+
+    def span_as(self, buf: bytes | bytearray, start: int, end: int, known: bytes | None) -> bytes:
+        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
+        return span_as(buf, start, end, known)
 
     def kept(self, buf: bytes | bytearray) -> bytes:
         """The kept header lines of the last head scanned from buf, joined."""

@@ -1,7 +1,7 @@
 """Feeding a scanner twin the ways a connection can: whole, byte at a time, into a growing
 bytearray, in random pieces. Shared by the request and response scanner tests, whose twins
-have the same `scan`/`kept_start`/`kept_end`/`kept`/`span`/`assemble` shape and differ in the
-attributes they set."""
+have the same `scan`/`kept_start`/`kept_end`/`kept`/`span`/`span_as`/`assemble` shape and
+differ in the attributes they set."""
 
 from __future__ import annotations
 
@@ -98,6 +98,21 @@ def check_assemble(s: object, buf: bytes) -> None:
         None,
     ):
         _raises(TypeError, s.assemble, parts, buf, 0, 1)
+
+
+def check_span_as(s: object, buf: bytes) -> None:
+    """`span_as`: the very object `known` when the span equals it, else new bytes equal to
+    the span; the span errors of `span`."""
+    known = bytes(buf[1:5])
+    assert s.span_as(buf, 1, 5, known) is known
+    assert s.span_as(bytearray(buf), 1, 5, known) is known
+    for start, end, k in ((1, 4, known), (2, 6, known), (1, 5, None), (0, 0, b"x"), (0, 0, None)):
+        value = s.span_as(buf, start, end, k)
+        assert value == bytes(buf[start:end]) and value is not k
+    empty = b""
+    assert s.span_as(buf, 3, 3, empty) is empty
+    for start, end in ((-1, 3), (3, 2), (0, len(buf) + 1)):
+        _raises(ValueError, s.span_as, buf, start, end, known)
 
 
 def _raises(exc: type[Exception], fn, *args: object) -> None:
