@@ -9,7 +9,9 @@ HeadError, the byte tables and the messages are imported from there: one copy of
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport assemble, borrow, give_back, join_runs, span_as, span_bytes
+from ._spans cimport (
+    assemble, borrow, field_value_ok, give_back, join_runs, span_as, span_bytes,
+)
 from libc.string cimport memchr, memcmp
 
 from . import headscan_py as _py
@@ -343,9 +345,8 @@ cdef class HeadScanner:
             ve = lend
             while ve > vs and _ows(d[ve - 1]):
                 ve -= 1
-            for i in range(vs, ve):
-                if not VALUE[d[i]]:
-                    raise HeadError(400, E_VALUE)
+            if not field_value_ok(d, vs, ve, VALUE):
+                raise HeadError(400, E_VALUE)
             kind = _classify(d + ls, colon - ls)
             drop = True
             if kind == F_OTHER:

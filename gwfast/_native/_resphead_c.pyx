@@ -10,7 +10,9 @@ the pure twins: one copy of each.
 """
 
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport assemble, borrow, give_back, join_runs, span_as, span_bytes
+from ._spans cimport (
+    assemble, borrow, field_value_ok, give_back, join_runs, span_as, span_bytes,
+)
 from libc.string cimport memchr
 
 from . import headscan_py as _hs
@@ -273,9 +275,8 @@ cdef class ResponseScanner:
             ve = lend
             while ve > vs and _ows(d[ve - 1]):
                 ve -= 1
-            for i in range(vs, ve):
-                if not VALUE[d[i]]:
-                    raise HeadError(STATUS, E_VALUE)
+            if not field_value_ok(d, vs, ve, VALUE):
+                raise HeadError(STATUS, E_VALUE)
             kind = _classify(d + ls, colon - ls)
             drop = True
             if kind == F_OTHER:

@@ -4,6 +4,7 @@
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
 from libc.string cimport memcmp, memcpy
 
 
@@ -132,3 +133,23 @@ cdef inline bytes assemble(tuple parts, object buf, Py_ssize_t start, Py_ssize_t
         return _join_parts(parts, total, <const char*>view.buf + start, end - start)
     finally:
         give_back(&view, taken)
+
+
+cdef inline bint field_value_ok(const unsigned char* d, Py_ssize_t vs, Py_ssize_t ve,
+                                const unsigned char* table) noexcept:
+    """Every byte of d[vs:ve] allowed by `table` (a field-value: HTAB, SP, VCHAR, obs-text).
+    Eight bytes at a time while none is below 0x20 or is DEL, the only bytes the table
+    refuses; from the first word with such a byte on, byte by byte (HTAB is allowed)."""
+    cdef uint64_t w, x
+    cdef Py_ssize_t i = vs
+    while i + 8 <= ve:
+        memcpy(&w, d + i, 8)
+        x = w ^ 0x7F7F7F7F7F7F7F7FULL  # a DEL byte becomes zero
+        if ((w - 0x2020202020202020ULL) | (x - 0x0101010101010101ULL)) & ~w & 0x8080808080808080ULL:
+            break
+        i += 8
+    while i < ve:
+        if not table[d[i]]:
+            return False
+        i += 1
+    return True

@@ -6,9 +6,9 @@ differ in the attributes they set."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
-from gwfast._native.headscan_py import HeadError
+from gwfast._native.headscan_py import VALUE_TABLE, HeadError
 
 
 class Feeding:
@@ -113,6 +113,22 @@ def check_span_as(s: object, buf: bytes) -> None:
     assert s.span_as(buf, 3, 3, empty) is empty
     for start, end in ((-1, 3), (3, 2), (0, len(buf) + 1)):
         _raises(ValueError, s.span_as, buf, start, end, known)
+
+
+# bytes a field value refuses (CTLs but HTAB, DEL) and allows, around the edges of each class
+VALUE_PROBES = bytes([0x00, 0x08, 0x09, 0x0B, 0x1F, 0x20, 0x21, 0x7E, 0x7F, 0x80, 0xFF])
+
+
+def value_probes(make: Callable[[bytes], bytes]) -> Iterator[tuple[bytes, bool]]:
+    """Heads `make(value)` whose header value holds one probe byte at each offset of values
+    of 1 to 20 bytes (across and inside the compiled twin's 8-byte words), with whether the
+    value is allowed (RFC 9110 §5.5)."""
+    for n in range(1, 21):
+        for pos in range(n):
+            for b in VALUE_PROBES:
+                value = bytearray(b"v" * n)
+                value[pos] = b
+                yield make(bytes(value)), bool(VALUE_TABLE[b])
 
 
 def _raises(exc: type[Exception], fn, *args: object) -> None:
