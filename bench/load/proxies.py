@@ -13,7 +13,10 @@ routing, so the comparison is with the peers at their best, not at their default
   a lone SSE event in the kernel until more data follows; first_event.py asks for it);
 - gwfast: one worker, ``affinity: session``, sealed session ids, its admin listener on a free
   port (the default 9090 may be taken by another gateway on the machine).
-All listen on 127.0.0.1 and run one worker (process or thread).
+All listen on 127.0.0.1 and run one worker (process or thread). nginx and haproxy add the
+X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host headers gwfast adds, as an operator
+in front of application servers does: every proxy hands the backend the same head, and the
+backend's cost of parsing it (about 0.2 µs per header in the Python backend) is the same.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ http {{
             proxy_pass http://mcp;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
             proxy_buffering off;
             proxy_read_timeout {read_timeout}s;
         }}
@@ -89,6 +95,9 @@ backend mcp
     balance hdr(Mcp-Session-Id)
     hash-type consistent
     http-reuse always
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)]
     server s1 127.0.0.1:{backend} maxconn 1000
 """
 
