@@ -21,7 +21,7 @@ from gwfast._native.headscan import (
     HeadScannerC,
     HeadScannerPy,
 )
-from gwfast._testbase.scanfeed import Feeding, check_assemble, check_span_as, value_probes
+from gwfast._testbase.scanfeed import Feeding
 
 ATTRS = (
     "line_start",
@@ -566,22 +566,3 @@ def test_any_buffer_scans_like_bytes(scanner_cls: type) -> None:
     views = [] if scanner_cls is HeadScannerPy else [memoryview(CURL), memoryview(bytearray(CURL))]
     for buf in (bytearray(CURL), *views):
         assert outcome(scanner_cls(), buf, 0, len(CURL)) == expected, type(buf)
-
-
-def test_assemble(scanner_cls: type) -> None:
-    check_assemble(scanner_cls(), CURL)
-
-
-def test_span_as(scanner_cls: type) -> None:
-    check_span_as(scanner_cls(), CURL)
-
-
-def test_value_bytes_at_every_offset(scanner_cls: type) -> None:
-    """The compiled twin checks field values eight bytes at a time: a refused byte is found
-    at every offset of every length, an allowed one is never refused, and both twins give
-    the same answer."""
-    for data, allowed in value_probes(lambda v: head(b"X-Probe: " + v)):
-        got = whole(scanner_cls, data)
-        assert (got[0] == "done") == allowed, data
-        if scanner_cls is not HeadScannerPy:
-            assert got == whole(HeadScannerPy, data), data
