@@ -72,6 +72,7 @@ cdef class ClientConnection:
     cdef _on_head(self, Py_ssize_t head_end)
     cdef tuple _open_session(self, CBackend backend, bytes token)
     cdef tuple _head_rest(self, bytes host)
+    cdef _keep_head(self)
     cdef _header_value(self, bytes name)
     cdef CEndpoint _choose(self, CBackend backend, object exclude)
     @cython.locals(now=double)

@@ -341,9 +341,9 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self._make_room()
 
     def _send_body(self, head: tuple | None = None) -> None:
-        """Write the validated body bytes after the parts of `head` (bytes, or tuples of
-        bytes): copied with them into one new bytes object when small, else (in one writev)
-        as a view of the read buffer."""
+        """Write the validated body bytes after the parts of `head` (see `_head_rest`):
+        copied with them into one new bytes object when small, else (in one writev) as a
+        view of the read buffer."""
         up = self.upstream
         if up is None or up.transport is None:
             return
@@ -358,13 +358,16 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
                 up.send(self.mv[self.start : self.scan_pos])
             else:
                 up.transport.writelines(
-                    (self.scanner.assemble(head, None, 0, 0), self.mv[self.start : self.scan_pos])
+                    (
+                        self.scanner.assemble(head, self.buf, self.start, self.start),
+                        self.mv[self.start : self.scan_pos],
+                    )
                 )
             self.start = self.scan_pos
             if n > COPY_MAX and up.transport.get_write_buffer_size():
                 self._new_buffer()  # the transport holds a view of this one
         elif head is not None:
-            up.send(self.scanner.assemble(head, None, 0, 0))
+            up.send(self.scanner.assemble(head, self.buf, self.start, self.start))
         if self.start == self.end:
             self.start = self.end = self.scan_pos = 0
             self.resume_reading(P_BUFFER)
@@ -552,11 +555,15 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         return known
 
     def _head_rest(self, host: bytes) -> tuple:
-        """The head's header lines, as parts `_send_body` joins with the rest in one copy."""
+        """The head's header lines, as parts `_send_body` joins with the rest in one copy.
+        The kept lines are the part None, copied from the read buffer by that join, unless
+        the buffer may change first (`_keep_head`)."""
         sc = self.scanner
-        kept = sc.kept(self.buf)
+        kept = None
         if sc.conn_other:
-            kept = drop_connection_listed(kept, self._header_value(b"connection") or b"")
+            kept = drop_connection_listed(
+                sc.kept(self.buf), self._header_value(b"connection") or b""
+            )
         if sc.xff_start >= 0:
             xff = b"".join(
                 (
@@ -581,6 +588,12 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             b"\r\n\r\n",
         )
 
+    def _keep_head(self) -> None:
+        """Copy the kept lines into `head_rest` while the buffer still holds them."""
+        rest = self.head_rest
+        if rest[0] is None:
+            self.head_rest = (self.scanner.kept(self.buf), *rest[1:])
+
     def _header_value(self, name: bytes) -> bytes | None:
         """Slow path: the first value of any header, found in the raw head."""
         sc = self.scanner
@@ -602,6 +615,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
             self._attach(up, now)
         else:
             self.state = CONNECTING
+            self._keep_head()  # body bytes may move the buffer before the connection is up
             self.connect_task = self.loop.create_task(self._connect())
             if not self.request_done:
                 self._body(now)

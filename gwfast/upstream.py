@@ -190,7 +190,7 @@ class Upstream:  # an asyncio.Protocol
         if len(data) > end:
             self._body(client, data, end, now, head)
         else:
-            client.response_head(RESPONSE.assemble(head, None, 0, 0), None)
+            client.response_head(RESPONSE.assemble(head, data, end, end), None)
             if self.body_left == 0 and self.client is not None:
                 self._finish(client, now)
         if self.client is not None and self.state == BODY and not self.streaming:
@@ -200,11 +200,16 @@ class Upstream:  # an asyncio.Protocol
             b.m[b.m_base + STREAMS] += 1
 
     def _client_head(self, client: ClientConnection, sc, data: bytes) -> tuple:
-        kept = sc.kept(data)
+        """The parts of the head for the client, joined with the body bytes that came with it
+        by RESPONSE.assemble on `data`: the kept lines are the part None, copied from `data`
+        there, unless the body is reframed (and `data` replaced)."""
+        kept = None
         if sc.conn_other:  # RFC 9110 §7.6.1: also drop the fields Connection names
-            kept = drop_connection_listed(kept, header_value(data, b"connection") or b"")
+            kept = drop_connection_listed(sc.kept(data), header_value(data, b"connection") or b"")
+        elif self.reframe:
+            kept = sc.kept(data)
         has_sid = sc.session_start >= 0
-        return (  # joined with the body bytes that came with it (`_body`)
+        return (
             b"HTTP/1.1",  # the version we speak; the status line as the endpoint sent it
             self._status_line(sc, data),
             kept,
@@ -251,7 +256,7 @@ class Upstream:  # an asyncio.Protocol
                 client.response_head(RESPONSE.assemble(head, data, pos, stop), None)
             else:
                 client.response_head(
-                    RESPONSE.assemble(head, None, 0, 0), memoryview(data)[pos:stop]
+                    RESPONSE.assemble(head, data, pos, pos), memoryview(data)[pos:stop]
                 )
         elif pos == 0 and stop == len(data):
             client.write_upstream(data)

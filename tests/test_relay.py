@@ -215,3 +215,41 @@ def test_no_content_response_with_a_stray_body_is_relayed_without_it(gateway_fac
     assert nxt.startswith(b"HTTP/1.1 200 OK") and b"hello" not in head + nxt
     s.close()
     up.close()
+
+
+def test_large_bodies_keep_their_head_while_connecting_and_when_pooled(gateway_factory):
+    """A body larger than the read buffer fills it while the gateway is still connecting to
+    the endpoint: the body then moves within the buffer, over the head it came after. The
+    head's kept lines must have been copied out first (they are otherwise copied straight
+    from the buffer into the upstream write). The second request goes over the pooled
+    connection, its body as a view after the head."""
+
+    def handler(conn: socket.socket, head: bytes):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    up = ScriptedUpstream(handler)
+    # "localhost" is resolved before each connect: time for the body to fill the buffer
+    gw = gateway_factory.start(
+        {"relay": _cfg(up.url.replace("127.0.0.1", "localhost"), interval="60s")}
+    )
+    s = _request(gw.port, b"")
+    bodies = [bytes(range(256)) * 1200, b"x" * 150_000]  # 307,200 and 150,000 bytes
+    head = (  # no Connection header: the kept lines are copied from the read buffer
+        b"POST /relay/mcp?x=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Accept: application/json, text/event-stream\r\nX-Custom: kept\r\n"
+    )
+    for body in bodies:
+        s.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert _read_until(s, b"\r\n\r\n{}").startswith(b"HTTP/1.1 200 OK\r\n")
+    s.close()
+    posts = [i for i, h in enumerate(up.requests) if h.startswith(b"POST")]
+    assert [up.bodies[i] for i in posts] == bodies
+    for sent in (up.requests[i] for i in posts):
+        assert sent.startswith(b"POST /mcp?x=1 HTTP/1.1\r\n")
+        assert sent.split(b"\r\n")[2:5] == [
+            b"Content-Type: application/json",
+            b"Accept: application/json, text/event-stream",
+            b"X-Custom: kept",
+        ], sent
+    assert up.accepted - 1 == 1  # the second request reused the first one's connection
+    up.close()

@@ -40,7 +40,7 @@ def outcome(cls: type, data: bytes) -> tuple:
 
 def test_assemble(twin: tuple[type, type, bytes]) -> None:
     cls, _, first = twin
-    check_assemble(cls(), first + b"\r\nContent-Length: 2\r\n\r\n{}")
+    check_assemble(cls(), first + b"\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\n{}")
 
 
 def test_span_as(twin: tuple[type, type, bytes]) -> None:

@@ -205,8 +205,10 @@ cdef class HeadScanner:
 
     cpdef bytes assemble(self, tuple parts, object buf, Py_ssize_t start, Py_ssize_t end):
         """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
-        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
-        return assemble(parts, buf, start, end, E_SPAN)
+        None). A part may be None: the kept header lines of the head last scanned from buf
+        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
+        the body after it."""
+        return assemble(parts, buf, start, end, E_SPAN, self._kept, self.n_kept)
 
     cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

@@ -82,55 +82,72 @@ cdef inline bytes span_as(object buf, Py_ssize_t start, Py_ssize_t end, bytes kn
     return known if same else span_bytes(buf, start, end, error)
 
 
-cdef inline Py_ssize_t _parts_size(tuple parts, bint nested) except -1:
+cdef inline Py_ssize_t _parts_size(tuple parts, bint nested, Py_ssize_t* n_kept_parts) except -1:
+    """The bytes of the parts; the None parts are counted in n_kept_parts."""
     cdef Py_ssize_t total = 0
     for p in parts:
         if type(p) is bytes:
             total += PyBytes_GET_SIZE(p)
+        elif p is None:
+            n_kept_parts[0] += 1
         elif nested and type(p) is tuple:
-            total += _parts_size(<tuple>p, False)
+            total += _parts_size(<tuple>p, False, n_kept_parts)
         else:
-            raise TypeError("parts are bytes, or tuples of bytes one level deep")
+            raise TypeError("parts are bytes, None, or tuples of them one level deep")
     return total
 
 
-cdef inline char* _copy_parts(char* out, tuple parts) noexcept:
-    cdef Py_ssize_t n
+cdef inline char* _copy_parts(char* out, tuple parts, const char* d, const Py_ssize_t* runs,
+                              Py_ssize_t n_runs) noexcept:
+    cdef Py_ssize_t n, i
     for p in parts:
         if type(p) is bytes:
             n = PyBytes_GET_SIZE(p)
             memcpy(out, PyBytes_AS_STRING(p), n)
             out += n
+        elif p is None:
+            for i in range(n_runs):
+                n = runs[2 * i + 1] - runs[2 * i]
+                memcpy(out, d + runs[2 * i], n)
+                out += n
         else:
-            out = _copy_parts(out, <tuple>p)
-    return out
-
-
-cdef inline bytes _join_parts(tuple parts, Py_ssize_t total, const char* tail,
-                              Py_ssize_t tail_len):
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, total + tail_len)
-    cdef char* p = _copy_parts(PyBytes_AS_STRING(out), parts)
-    if tail_len:
-        memcpy(p, tail, tail_len)
+            out = _copy_parts(out, <tuple>p, d, runs, n_runs)
     return out
 
 
 cdef inline bytes assemble(tuple parts, object buf, Py_ssize_t start, Py_ssize_t end,
-                           str error):
-    """The parts (bytes, or tuples of bytes one level deep) then buf[start:end] (nothing when
-    buf is None), joined in one allocation: a rebuilt head and the body bytes that follow it
-    become one write without intermediate copies. ValueError(error) if the span is not in
-    buf, TypeError if a part is not bytes."""
-    cdef Py_ssize_t total = _parts_size(parts, True)
+                           str error, const Py_ssize_t* runs, Py_ssize_t n_runs):
+    """The parts then buf[start:end] (nothing when buf is None), joined in one allocation: a
+    rebuilt head and the body bytes that follow it become one write without intermediate
+    copies. A part is bytes, or None for the (start, end) `runs` of buf (a scanner's kept
+    header lines, copied straight from the buffer they were scanned in), or a tuple of those
+    one level deep. ValueError(error) if the span or a run used is not in buf, TypeError if
+    a part is anything else or a None part comes without buf."""
+    cdef Py_ssize_t n_kept_parts = 0, kept = 0, i
+    cdef Py_ssize_t total = _parts_size(parts, True, &n_kept_parts)
     cdef Py_buffer view
     cdef int taken = 0
+    cdef bytes out
+    cdef char* p
     if buf is None:
-        return _join_parts(parts, total, NULL, 0)
+        if n_kept_parts:
+            raise TypeError("a None part stands for kept lines of buf: buf is needed")
+        out = PyBytes_FromStringAndSize(NULL, total)
+        _copy_parts(PyBytes_AS_STRING(out), parts, NULL, NULL, 0)
+        return out
     taken = borrow(buf, &view)
     try:
         if not 0 <= start <= end <= view.len:
             raise ValueError(error)
-        return _join_parts(parts, total, <const char*>view.buf + start, end - start)
+        if n_kept_parts:
+            for i in range(n_runs):
+                if not 0 <= runs[2 * i] <= runs[2 * i + 1] <= view.len:
+                    raise ValueError(error)
+                kept += runs[2 * i + 1] - runs[2 * i]
+        out = PyBytes_FromStringAndSize(NULL, total + n_kept_parts * kept + end - start)
+        p = _copy_parts(PyBytes_AS_STRING(out), parts, <const char*>view.buf, runs, n_runs)
+        memcpy(p, <const char*>view.buf + start, end - start)
+        return out
     finally:
         give_back(&view, taken)
 

@@ -129,7 +129,7 @@ class HeadScanner:
     def kept(self, buf: bytes | bytearray) -> bytes: ...
     def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
         """b"".join(parts) + buf[start:end] (nothing from buf when it is None); a part may be
-        a tuple of bytes."""
+        None (the kept lines of the head last scanned from buf) or a tuple of parts."""
 
 HeadScannerPy: type[HeadScanner]
 HeadScannerC: type[HeadScanner] | None

@@ -99,7 +99,8 @@ _FIELD_RE = re.compile(
 # ---------------------------------------------------------------- messages (shared)
 E_RANGE = "scan needs 0 <= start <= end <= len(buf)"
 E_SPAN = "a span needs 0 <= start <= end <= len(buf)"
-E_PARTS = "parts are bytes, or tuples of bytes one level deep"
+E_PARTS = "parts are bytes, None, or tuples of them one level deep"
+E_KEPT_PART = "a None part stands for kept lines of buf: buf is needed"
 E_LINE_ENDING = "request head has a bare LF or a lone CR; end every line with CRLF (RFC 9112 §2.2)"
 E_TOO_LARGE = (
     "request head is larger than {} bytes; send fewer or shorter header fields (RFC 6585 §5)"
@@ -270,24 +271,38 @@ def join_runs(buf: bytes | bytearray, runs: Sequence[int], n: int) -> bytes:
     return b"".join([buf[s:e] for s, e in spans])
 
 
-def assemble(parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
-    """b"".join(parts) + buf[start:end], nothing from buf when it is None; a part may be a
-    tuple of bytes (one level). TypeError for other parts (both scanners' assemble())."""
+def assemble(
+    parts: tuple,
+    buf: bytes | bytearray | None,
+    start: int,
+    end: int,
+    runs: Sequence[int] = (),
+    n_runs: int = 0,
+) -> bytes:
+    """b"".join(parts) + buf[start:end], nothing from buf when it is None. A part is bytes,
+    None for the `runs` of buf joined (a scanner's kept lines), or a tuple of those one level
+    deep; TypeError for other parts (both scanners' assemble())."""
     if type(parts) is not tuple:
         raise TypeError(E_PARTS)
-    pieces: list[bytes] = []
+    flat: list[bytes | None] = []
     for p in parts:
         if type(p) is tuple:
-            if not all(type(q) is bytes for q in p):
+            flat.extend(p)
+            if not all(q is None or type(q) is bytes for q in p):
                 raise TypeError(E_PARTS)
-            pieces.extend(p)
-        elif type(p) is bytes:
-            pieces.append(p)
+        elif p is None or type(p) is bytes:
+            flat.append(p)
         else:
             raise TypeError(E_PARTS)
-    if buf is not None:
-        pieces.append(span_bytes(buf, start, end))
-    return b"".join(pieces)
+    if buf is None:
+        if None in flat:
+            raise TypeError(E_KEPT_PART)
+        return b"".join(flat)  # type: ignore[arg-type]
+    tail = span_bytes(buf, start, end)
+    if None in flat:
+        kept = join_runs(buf, runs, n_runs)
+        flat = [kept if p is None else p for p in flat]
+    return b"".join(flat) + tail  # type: ignore[arg-type]
 
 
 class HeadScanner:
@@ -363,8 +378,10 @@ class HeadScanner:
 
     def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
         """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
-        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
-        return assemble(parts, buf, start, end)
+        None). A part may be None: the kept header lines of the head last scanned from buf
+        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
+        the body after it."""
+        return assemble(parts, buf, start, end, self._kept, self.n_kept)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

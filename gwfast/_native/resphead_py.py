@@ -276,8 +276,10 @@ class ResponseScanner:
 
     def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
         """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
-        None); a part may be a tuple of bytes. How the relay builds a head and its body."""
-        return assemble(parts, buf, start, end)
+        None). A part may be None: the kept header lines of the head last scanned from buf
+        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
+        the body after it."""
+        return assemble(parts, buf, start, end, self._kept, self.n_kept)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

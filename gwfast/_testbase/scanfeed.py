@@ -76,8 +76,9 @@ class Feeding:
 
 def check_assemble(s: object, buf: bytes) -> None:
     """`assemble` (how the relay writes a head and the body bytes after it): the parts, one
-    level of tuples, then buf[start:end]; nothing from buf when it is None; the span errors
-    of `span`; TypeError for any part that is not bytes."""
+    level of tuples, then buf[start:end]; nothing from buf when it is None; a None part is
+    the kept lines of the head last scanned from buf; the span errors of `span`; TypeError
+    for any other part. `buf` is one complete head and a body."""
     mid = len(buf) // 2
     head = (b"POST", b" ", (b"/a", b"", b"?q"), b" HTTP/1.1\r\n")
     assert s.assemble(head, buf, 0, mid) == b"POST /a?q HTTP/1.1\r\n" + buf[:mid]
@@ -91,13 +92,24 @@ def check_assemble(s: object, buf: bytes) -> None:
         (b"x", bytearray(b"y")),
         (b"x", memoryview(b"y")),
         (b"x", "y"),
-        (b"x", None),
         ((b"x", (b"y",)),),  # tuples one level deep only
         ((b"x", bytearray(b"y")),),
         [b"x"],  # parts are a tuple
         None,
     ):
         _raises(TypeError, s.assemble, parts, buf, 0, 1)
+    # None parts: the kept lines of the scanned head, straight from the buffer
+    end = s.scan(buf, 0, len(buf))
+    assert end > 0
+    kept = s.kept(buf)
+    assert len(kept) > 0
+    both = s.assemble((b"<", None, (b"|", None), b">"), bytearray(buf), end, len(buf))
+    assert both == b"<" + kept + b"|" + kept + b">" + buf[end:]
+    assert s.assemble((None,), buf, end, end) == kept
+    _raises(TypeError, s.assemble, (None,), None, 0, 0)
+    short = buf[: s.kept_end(s.n_kept - 1) - 1]  # shorter than the kept lines reach
+    _raises(ValueError, s.assemble, (None,), short, 0, 0)
+    assert s.assemble((b"z",), short, 0, 1) == b"z" + short[:1]  # runs unused: not checked
 
 
 def check_span_as(s: object, buf: bytes) -> None:

@@ -24,6 +24,7 @@ class ScriptedUpstream:
         self.sock.listen(64)
         self.port = self.sock.getsockname()[1]
         self.requests: list[bytes] = []
+        self.bodies: list[bytes] = []  # the Content-Length body of each request, in order
         self.open_conns = 0
         self.accepted = 0
         self.pending = b""
@@ -65,6 +66,7 @@ class ScriptedUpstream:
                     if not data:
                         return
                     buf += data
+                self.bodies.append(buf[:length])
                 buf = buf[length:]
                 self.requests.append(head)
                 if b"transfer-encoding: chunked" in head.lower():
