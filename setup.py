@@ -16,7 +16,8 @@ def _flag(name: str) -> bool:
 
 
 NATIVE = [
-    # hand-written scanners: pointer-level work
+    # hand-written scanners: pointer-level work (both subclass _headbase_c.HeadBase)
+    ("gwfast._native._headbase_c", "gwfast/_native/_headbase_c.pyx"),
     ("gwfast._native._headscan_c", "gwfast/_native/_headscan_c.pyx"),
     ("gwfast._native._resphead_c", "gwfast/_native/_resphead_c.pyx"),
     ("gwfast._native._chunks_c", "gwfast/_native/_chunks_c.pyx"),

@@ -8,11 +8,9 @@ message) is exactly that of headscan_py, the reference; its docstrings explain t
 HeadError, the byte tables and the messages are imported from there: one copy of each.
 """
 
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from ._spans cimport (
-    assemble, borrow, field_value_ok, give_back, join_runs, span_as, span_bytes,
-)
 from libc.string cimport memchr, memcmp
+
+from ._spans cimport borrow, field_value_ok, give_back
 
 from . import headscan_py as _py
 
@@ -34,7 +32,6 @@ from .headscan_py import (
     E_RANGE,
     E_REQUEST_LINE,
     E_SESSION_DUP,
-    E_SPAN,
     E_TARGET,
     E_TE,
     E_TE_DUP,
@@ -132,31 +129,21 @@ cdef inline bint _has_crlfcrlf(const unsigned char* d, Py_ssize_t pos, Py_ssize_
     return False
 
 
-cdef class HeadScanner:
+cdef class HeadScanner(HeadBase):
     """Scans one request head at a time; reuse one per connection (see headscan_py)."""
 
-    def __cinit__(self):
-        self._kept = NULL
+    def __cinit__(self, *args, **kwargs):
         self._pend_start = -1
 
     def __init__(self, Py_ssize_t max_headers=DEFAULT_MAX_HEADERS,
                  Py_ssize_t max_head_bytes=DEFAULT_MAX_HEAD_BYTES):
-        cdef Py_ssize_t* kept
         if max_headers < 0 or max_head_bytes < 1:
             raise ValueError("max_headers must be >= 0 and max_head_bytes >= 1")
-        kept = <Py_ssize_t*>PyMem_Malloc(
-            2 * (max_headers + 1) * sizeof(Py_ssize_t))
-        if kept == NULL:
-            raise MemoryError()
-        PyMem_Free(self._kept)
-        self._kept = kept
+        self._alloc_runs(max_headers)
         self.max_headers = max_headers
         self.max_head_bytes = max_head_bytes
         self._pend_start = -1
         self._clear()
-
-    def __dealloc__(self):
-        PyMem_Free(self._kept)
 
     cdef void _clear(self) noexcept:
         self.line_start = self.method_start = self.method_end = -1
@@ -180,35 +167,6 @@ cdef class HeadScanner:
     cpdef reset(self):
         """Forget a pending scan (the next call scans from `start` afresh)."""
         self._pend_start = -1
-
-    cpdef Py_ssize_t kept_start(self, Py_ssize_t i) except -1:
-        if i < 0 or i >= self.n_kept:
-            raise IndexError("kept run index out of range")
-        return self._kept[2 * i]
-
-    cpdef Py_ssize_t kept_end(self, Py_ssize_t i) except -1:
-        if i < 0 or i >= self.n_kept:
-            raise IndexError("kept run index out of range")
-        return self._kept[2 * i + 1]
-
-    cpdef bytes span(self, object buf, Py_ssize_t start, Py_ssize_t end):
-        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
-        return span_bytes(buf, start, end, E_SPAN)
-
-    cpdef bytes span_as(self, object buf, Py_ssize_t start, Py_ssize_t end, bytes known):
-        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
-        return span_as(buf, start, end, known, E_SPAN)
-
-    cpdef bytes kept(self, object buf):
-        """The kept header lines of the last head scanned from buf, joined."""
-        return join_runs(buf, self._kept, self.n_kept, E_SPAN)
-
-    cpdef bytes assemble(self, tuple parts, object buf, Py_ssize_t start, Py_ssize_t end):
-        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
-        None). A part may be None: the kept header lines of the head last scanned from buf
-        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
-        the body after it."""
-        return assemble(parts, buf, start, end, E_SPAN, self._kept, self.n_kept)
 
     cpdef Py_ssize_t scan(self, object buf, Py_ssize_t start, Py_ssize_t end) except -1:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""

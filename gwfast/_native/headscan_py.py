@@ -305,7 +305,50 @@ def assemble(
     return b"".join(flat) + tail  # type: ignore[arg-type]
 
 
-class HeadScanner:
+class HeadBase:
+    """What the request and response scanners share (both subclass it; `_headbase_c` is the
+    compiled twin): the kept runs of the last head scanned, and the accessors that copy
+    spans of the scanned buffer for the relay to write."""
+
+    n_kept: int
+    _kept: array
+
+    def _alloc_runs(self, max_headers: int) -> None:
+        # kept runs as (start, end) pairs; a run needs a kept line, so max_headers bounds it
+        self._kept = array("q", bytes(8 * 2 * (max_headers + 1)))
+        self.n_kept = 0
+
+    def kept_start(self, i: int) -> int:
+        if not 0 <= i < self.n_kept:
+            raise IndexError("kept run index out of range")
+        return self._kept[2 * i]
+
+    def kept_end(self, i: int) -> int:
+        if not 0 <= i < self.n_kept:
+            raise IndexError("kept run index out of range")
+        return self._kept[2 * i + 1]
+
+    def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
+        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
+        return span_bytes(buf, start, end)
+
+    def span_as(self, buf: bytes | bytearray, start: int, end: int, known: bytes | None) -> bytes:
+        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
+        return span_as(buf, start, end, known)
+
+    def kept(self, buf: bytes | bytearray) -> bytes:
+        """The kept header lines of the last head scanned from buf, joined."""
+        return join_runs(buf, self._kept, self.n_kept)
+
+    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
+        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
+        None). A part may be None: the kept header lines of the head last scanned from buf
+        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
+        the body after it."""
+        return assemble(parts, buf, start, end, self._kept, self.n_kept)
+
+
+class HeadScanner(HeadBase):
     """Scans one request head at a time; reuse one per connection.
 
     After `scan` returns an offset, the attributes describe that head (offsets are
@@ -320,8 +363,7 @@ class HeadScanner:
             raise ValueError("max_headers must be >= 0 and max_head_bytes >= 1")
         self.max_headers = max_headers
         self.max_head_bytes = max_head_bytes
-        # kept runs as (start, end) pairs; a run needs a kept line, so max_headers bounds it
-        self._kept = array("q", bytes(8 * 2 * (max_headers + 1)))
+        self._alloc_runs(max_headers)
         self._pend_start = -1
         self._pend_pos = 0
         self._pend_line = -1
@@ -353,35 +395,6 @@ class HeadScanner:
     def reset(self) -> None:
         """Forget a pending scan (the next call scans from `start` afresh)."""
         self._pend_start = -1
-
-    def kept_start(self, i: int) -> int:
-        if not 0 <= i < self.n_kept:
-            raise IndexError("kept run index out of range")
-        return self._kept[2 * i]
-
-    def kept_end(self, i: int) -> int:
-        if not 0 <= i < self.n_kept:
-            raise IndexError("kept run index out of range")
-        return self._kept[2 * i + 1]
-
-    def span(self, buf: bytes | bytearray, start: int, end: int) -> bytes:
-        """bytes(buf[start:end]): a span this scanner found, as one new bytes object."""
-        return span_bytes(buf, start, end)
-
-    def span_as(self, buf: bytes | bytearray, start: int, end: int, known: bytes | None) -> bytes:
-        """`known` itself when buf[start:end] equals it (no allocation), else span()."""
-        return span_as(buf, start, end, known)
-
-    def kept(self, buf: bytes | bytearray) -> bytes:
-        """The kept header lines of the last head scanned from buf, joined."""
-        return join_runs(buf, self._kept, self.n_kept)
-
-    def assemble(self, parts: tuple, buf: bytes | bytearray | None, start: int, end: int) -> bytes:
-        """b"".join(parts) + buf[start:end] in one allocation (nothing from buf when it is
-        None). A part may be None: the kept header lines of the head last scanned from buf
-        (`kept(buf)`, not copied twice); or a tuple of parts. How the relay builds a head and
-        the body after it."""
-        return assemble(parts, buf, start, end, self._kept, self.n_kept)
 
     def scan(self, buf: bytes | bytearray, start: int, end: int) -> int:
         """0 if buf[start:end] holds no complete head yet, else the offset past CRLFCRLF."""
