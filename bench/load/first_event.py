@@ -32,9 +32,7 @@ import math
 import os
 import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +40,7 @@ from urllib.parse import urlsplit
 
 from . import proxies
 from .mcp_client import HEADERS
-from .procs import Child, Children
+from .procs import Child, Children, in_workdir
 from .report import _num, _table
 from .run import RESULTS, TARGETS, machine, prepare, start_targets
 from .tools import ensure_tools, versions
@@ -375,17 +373,10 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[list[Run], list[str], 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
-    workdir = Path(tempfile.mkdtemp(prefix="gwfast-first-event-"))
-    try:
-        runs, names, skipped, info = run(args, workdir)
-    except KeyboardInterrupt:
-        print("\ninterrupted; every server was stopped", file=sys.stderr)
+    got = in_workdir("gwfast-first-event-", args.keep, lambda workdir: run(args, workdir))
+    if got is None:
         return 130
-    finally:
-        if not args.keep:
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        else:
-            print(f"work dir kept: {workdir}")
+    runs, names, skipped, info = got
     schemes = [s for s in args.schemes.split(",") if s]
     tables = "\n\n".join(summary(runs, names, s) for s in schemes)
     errors = sum(len(r.errors) for r in runs)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -163,3 +167,22 @@ class Children(contextlib.AbstractContextManager):
 
 def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+T = TypeVar("T")
+
+
+def in_workdir(prefix: str, keep: bool, body: Callable[[Path], T]) -> T | None:
+    """body(workdir) in a fresh temporary directory, removed afterwards unless `keep`; None
+    when interrupted (Ctrl-C or SIGTERM: `Children` has stopped every server by then)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        return body(workdir)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every server was stopped", file=sys.stderr)
+        return None
+    finally:
+        if keep:
+            print(f"work dir kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)

@@ -18,13 +18,12 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from . import proxies
 from .mcp_client import check_target, open_sessions
-from .procs import Children
+from .procs import Children, in_workdir
 from .report import SCHEMES, Results, Sample
 from .tools import ensure_tools, versions
 from .wrk import run_wrk
@@ -266,17 +265,10 @@ def markdown(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
-    workdir = Path(tempfile.mkdtemp(prefix="gwfast-load-"))
-    try:
-        results, skipped, info = run(args, workdir)
-    except KeyboardInterrupt:
-        print("\ninterrupted; every server was stopped", file=sys.stderr)
+    got = in_workdir("gwfast-load-", args.keep, lambda workdir: run(args, workdir))
+    if got is None:
         return 130
-    finally:
-        if not args.keep:
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        else:
-            print(f"work dir kept: {workdir}")
+    results, skipped, info = got
     text = markdown(results, skipped, info, args, started)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{started:%Y-%m-%d-%H%M%S}.md"
