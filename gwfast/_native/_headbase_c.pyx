@@ -18,8 +18,8 @@ cdef class HeadBase:
         PyMem_Free(self._kept)
 
     cdef int _alloc_runs(self, Py_ssize_t max_headers) except -1:
-        """Room for the kept runs of a head of up to max_headers lines (a run needs a kept
-        line, and the request line may end one)."""
+        """Room for the kept runs of a head of up to max_headers lines: (start, end) pairs;
+        a run needs a kept line, so max_headers bounds them (as in headscan_py)."""
         cdef Py_ssize_t* kept = <Py_ssize_t*>PyMem_Malloc(
             2 * (max_headers + 1) * sizeof(Py_ssize_t))
         if kept == NULL:
