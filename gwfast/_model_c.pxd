@@ -15,6 +15,8 @@ cdef class Endpoint:
     cdef public long long outstanding
     cdef public int fails, oks
     cdef public tuple carried
+    cdef public str last_check
+    cdef public bint reachable, passing
 
     cpdef long long load(self)
 
@@ -30,9 +32,16 @@ cdef class Backend:
     cdef public CHistograms hist
     cdef public bytearray eligible
     cdef public Py_ssize_t m_base
+    cdef public str note
+    cdef public bint panic
 
     cpdef set_health(self, Endpoint ep, bint healthy)
     cpdef bint any_healthy(self)
+    @cython.locals(e=Endpoint, was=bint, passing=bint, panic=bint, changed=int)
+    cpdef int record_check(self, Endpoint ep, str why, bint reachable)
+    cdef _route(self, Endpoint ep, bint routable)
+    @cython.locals(e=Endpoint)
+    cpdef str unavailable_message(self)
     cpdef Endpoint place(self, object key, object exclude=*)
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, e=Endpoint, a=Endpoint, b=Endpoint)
     cpdef Endpoint pick_least_loaded(self, object exclude=*)

@@ -17,10 +17,9 @@ from urllib.parse import urlsplit
 import msgspec
 import yaml
 
-# DNS-1123 label, at most 52 characters: backend names name Kubernetes objects (DESIGN.md).
-BACKEND_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,50}[a-z0-9])?$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+from gwfast import wire
+from gwfast.wire import BACKEND_NAME, parse_duration
+
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -34,17 +33,7 @@ class Duration(float):
 
 def _dec_hook(tp: type, obj: Any) -> Any:
     if tp is Duration:
-        if isinstance(obj, bool):
-            raise ValueError("a duration must be a number of seconds or a string like 5s")
-        if isinstance(obj, int | float):
-            value = float(obj)
-        elif isinstance(obj, str) and (m := _DURATION.match(obj)):
-            value = float(m.group(1)) * _UNITS[m.group(2)]
-        else:
-            raise ValueError(f"invalid duration {obj!r}: write seconds or e.g. 250ms, 5s, 2m")
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return Duration(value)
+        return Duration(parse_duration(obj))
     raise NotImplementedError(tp)
 
 
@@ -61,6 +50,9 @@ class HealthCheck(_Strict):
     healthy_threshold: int = 1  # consecutive successes to come back
     unhealthy_threshold: int = 2  # consecutive failures to be ejected (a connect failure
     # seen by live traffic ejects at once: passive checking)
+    # every endpoint fails its check but some still accept connections: route to those
+    # (panic mode); false: answer 503
+    panic: bool = True
 
 
 class BackendConfig(_Strict):
@@ -148,8 +140,17 @@ def _check_endpoint(url: str, path: str) -> None:
         _fail(path, f"endpoint {url!r} must not have a query or fragment")
 
 
-def _check_backend(name: str, b: BackendConfig, path: str) -> None:
-    if not b.endpoints:
+def _check_name(name: object, path: str) -> None:
+    if not isinstance(name, str) or not BACKEND_NAME.match(name):
+        _fail(
+            path,
+            f"invalid backend name {name!r}: use a DNS-1123 label (lowercase "
+            "letters, digits and '-', at most 52 characters)",
+        )
+
+
+def _check_backend(name: str, b: BackendConfig, path: str, *, allow_empty: bool = False) -> None:
+    if not b.endpoints and not allow_empty:
         _fail(f"{path}.endpoints", "a backend needs at least one endpoint")
     for i, url in enumerate(b.endpoints):
         _check_endpoint(url, f"{path}.endpoints[{i}]")
@@ -235,18 +236,45 @@ def parse_config(data: Any) -> tuple[Config, dict[str, BackendConfig]]:
     backends: dict[str, BackendConfig] = {}
     for name, raw in cfg.backends.items():
         path = f"$.backends.{name}"
-        if not isinstance(name, str) or not BACKEND_NAME.match(name):
-            _fail(
-                path,
-                f"invalid backend name {name!r}: use a DNS-1123 label (lowercase "
-                "letters, digits and '-', at most 52 characters)",
-            )
+        _check_name(name, path)
         backends[name] = b = _convert(raw, BackendConfig, path)
         _check_backend(name, b, path)
     return cfg, backends
 
 
-def load_config_file(path: str | Path) -> tuple[Config, dict[str, BackendConfig], list[bytes]]:
+def backends_from_wire(backends: dict[str, wire.Backend]) -> dict[str, BackendConfig]:
+    """The control process's backends (`gwfast.wire.Snapshot.backends`) as the static
+    configuration's, with the same checks and messages (``$.backends.x.endpoints[0]``),
+    except that a backend may have no endpoint yet (its replicas are starting: 503).
+    Governance fields (`allow_tenants`, `allow_roles`) and `status` are not carried here."""
+    out: dict[str, BackendConfig] = {}
+    for name, b in backends.items():
+        path = f"$.backends.{name}"
+        _check_name(name, path)
+        hc = b.health_check
+        out[name] = cfg = BackendConfig(
+            endpoints=list(b.endpoints),
+            affinity=b.affinity,
+            placement=b.placement,
+            load_factor=b.load_factor,
+            health_check=HealthCheck(
+                path=hc.path,
+                interval=Duration(hc.interval),
+                timeout=Duration(hc.timeout),
+                healthy_threshold=hc.healthy_threshold,
+                unhealthy_threshold=hc.unhealthy_threshold,
+                panic=hc.panic,
+            ),
+        )
+        _check_backend(name, cfg, path, allow_empty=True)
+    return out
+
+
+def load_config_file(
+    path: str | Path, *, control: bool = False
+) -> tuple[Config, dict[str, BackendConfig], list[bytes]]:
+    """Read, parse and check FILE. `control`: the backends come from the control process,
+    so a `backends` key in the file is refused."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -256,5 +284,10 @@ def load_config_file(path: str | Path) -> tuple[Config, dict[str, BackendConfig]
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if control and isinstance(data, dict) and "backends" in data:
+        _fail(
+            "$.backends",
+            f"with --control the backends come from the control process; remove them from {path}",
+        )
     cfg, backends = parse_config(data)
     return cfg, backends, load_session_keys(cfg, path.parent)

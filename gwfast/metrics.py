@@ -29,7 +29,11 @@ Invariants:
   workers never goes backwards;
 - a backend removed by a reload keeps its block (marked inactive, not exported); if it comes
   back it continues its counters. More backend names than `capacity` over a block's life are
-  counted in private blocks that are not exported (logged once).
+  counted in private blocks that are not exported (logged once);
+- a scrape sums every slot over the regions but three gauges: healthy endpoints (the fewest
+  any worker routes to), configured endpoints and panic (the most);
+- the layout lives as long as the block, made at each start of the supervisor (a worker
+  restart keeps it): slot numbers may change between versions, never within one run.
 """
 
 from __future__ import annotations
@@ -77,10 +81,12 @@ UPSTREAM = 12  # gauge: open connections to endpoints (pooled idle or carrying a
 SESSIONS = 13  # sessions created: responses whose Mcp-Session-Id the gateway sealed anew
 CONNECT_FAILURES = 14
 EJECTIONS = 15  # endpoints this worker took out of placement (passive or active checks)
-CODES_AT = 16  # NCODES slots: gateway answers by code
+PANICS = 16  # times the backend entered panic routing (gwfast.health)
+PANIC = 17  # gauge: 1 while this worker routes the backend in panic mode
+CODES_AT = 18  # NCODES slots: gateway answers by code
 HIST = CODES_AT + NCODES  # len(CLASSES) x (NBUCKETS buckets, then the sum)
 BLOCK = HIST + len(CLASSES) * HSTRIDE
-_GAUGES = (ACTIVE, ENDPOINTS, HEALTHY, STREAMS, UPSTREAM)
+_GAUGES = (ACTIVE, ENDPOINTS, HEALTHY, STREAMS, UPSTREAM, PANIC)
 
 
 def unbound_block() -> tuple[memoryview, int, hist.Histograms]:
@@ -153,6 +159,7 @@ class BackendTotals:
     active: bool = False
     healthy: int = 0  # the fewest any worker routes to: an endpoint is down if any says so
     endpoints: int = 0
+    panic: int = 0  # 1 if any worker routes the backend in panic mode (not a sum)
 
     def add(self, blk: list[int]) -> None:
         s = self.slots
@@ -161,6 +168,7 @@ class BackendTotals:
         if blk[ACTIVE]:
             self.healthy = blk[HEALTHY] if not self.active else min(self.healthy, blk[HEALTHY])
             self.endpoints = max(self.endpoints, blk[ENDPOINTS])
+            self.panic = max(self.panic, blk[PANIC])
             self.active = True
 
 
@@ -216,10 +224,11 @@ class Region:
             b.m, b.m_base, b.hist = m, base, h
             m[base + ENDPOINTS] = len(b.endpoints)
             m[base + HEALTHY] = sum(b.eligible)
+            m[base + PANIC] = 1 if b.panic else 0  # carried over a reload (Endpoint.inherit)
             m[base + ACTIVE] = 1
         for base in self.blocks.values():
             if base not in live and m[base + ACTIVE]:
-                m[base + ACTIVE] = m[base + HEALTHY] = m[base + ENDPOINTS] = 0
+                m[base + ACTIVE] = m[base + HEALTHY] = m[base + ENDPOINTS] = m[base + PANIC] = 0
 
     def _new_block(self, name: str) -> int | None:
         m = self.slots
@@ -263,11 +272,14 @@ def _code(i: int) -> str:
 
 def _per_backend(out: list[str], t: Totals, name: str, slot: int) -> None:
     for b, acc in t.backends.items():
-        v = (
-            acc.healthy
-            if slot == HEALTHY
-            else (acc.endpoints if slot == ENDPOINTS else acc.slots[slot])
-        )
+        if slot == HEALTHY:
+            v = acc.healthy
+        elif slot == ENDPOINTS:
+            v = acc.endpoints
+        elif slot == PANIC:
+            v = acc.panic
+        else:
+            v = acc.slots[slot]
         out.append(f'{name}{{backend="{_label(b)}"}} {v}')
 
 
@@ -356,6 +368,19 @@ _PER_BACKEND: Iterable[tuple[str, str, int, str]] = (
         "ejects on its own, so each counts).",
     ),
     (
+        "gwfast_health_panics_total",
+        "counter",
+        PANICS,
+        "Times the backend entered panic routing: every endpoint failed its health check, so "
+        "those that accept connections were routed to anyway (each worker counts its own).",
+    ),
+    (
+        "gwfast_backend_panic",
+        "gauge",
+        PANIC,
+        "1 while the backend is routed in panic mode (by any worker), else 0.",
+    ),
+    (
         "gwfast_open_streams",
         "gauge",
         STREAMS,
@@ -371,7 +396,7 @@ _PER_BACKEND: Iterable[tuple[str, str, int, str]] = (
         "gwfast_healthy_endpoints",
         "gauge",
         HEALTHY,
-        "Endpoints that take new sessions (the fewest any worker sees).",
+        "Endpoints that take new sessions, in panic mode too (the fewest any worker sees).",
     ),
     ("gwfast_endpoints", "gauge", ENDPOINTS, "Configured endpoints."),
 )

@@ -11,7 +11,17 @@ from __future__ import annotations
 from gwfast import model_py
 from gwfast._native import compiled_source
 
-__all__ = ["COMPILED", "Backend", "Endpoint", "Snapshot", "endpoint_ident"]
+__all__ = [
+    "CHECK_FAILING",
+    "CHECK_PASSING",
+    "COMPILED",
+    "PANIC_ENTERED",
+    "PANIC_LEFT",
+    "Backend",
+    "Endpoint",
+    "Snapshot",
+    "endpoint_ident",
+]
 
 _impl = compiled_source("gwfast._model_c") or model_py
 
@@ -20,3 +30,8 @@ Backend = _impl.Backend
 Endpoint = _impl.Endpoint
 Snapshot = _impl.Snapshot
 endpoint_ident = _impl.endpoint_ident
+# what `Backend.record_check` reports (the same in both twins)
+CHECK_FAILING = model_py.CHECK_FAILING
+CHECK_PASSING = model_py.CHECK_PASSING
+PANIC_ENTERED = model_py.PANIC_ENTERED
+PANIC_LEFT = model_py.PANIC_LEFT

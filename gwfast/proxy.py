@@ -523,7 +523,7 @@ class ClientConnection:  # an asyncio.BufferedProtocol (uvloop takes it by its g
         if ep is None:
             ep = self._choose(backend, None)
             if ep is None:
-                self.fail(503, f"backend {backend.name!r} has no healthy endpoint; retry later")
+                self.fail(503, backend.unavailable_message())
                 return
         self._dispatch(ep)
 

@@ -237,7 +237,11 @@ class Supervisor:
                         if self.admin_sock is not None:
                             self.admin_sock.close()
                         run_worker(
-                            loaded, reuse_port=True, channel=theirs, metrics=self.block.region(slot)
+                            loaded,
+                            reuse_port=True,
+                            channel=theirs,
+                            metrics=self.block.region(slot),
+                            follow=self.source.follow,  # each worker follows on its own
                         )
                 code = 0
             except BaseException:  # noqa: BLE001 - report and exit the child

@@ -13,6 +13,11 @@ Signals:
   requests and streams in flight get `timeouts.drain` to finish, then the rest are closed and
   the process exits 0. A second signal closes everything at once.
 
+With `--control URL` (`gwfast.follow`) the backends come from the control process instead:
+every worker long-polls it on its own event loop and publishes each new valid snapshot the
+same way (`Worker.apply`); the file, if any, gives everything else, and a reload of it keeps
+the backends the worker follows.
+
 How workers learn about a reload: the supervisor reads and validates the file once and
 sends the result (msgspec) to each worker over a socketpair. One read means every worker
 applies the very same configuration even while the file is being rewritten, an error is
@@ -38,9 +43,17 @@ from pathlib import Path
 import msgspec
 import uvloop
 
-from gwfast import admin, relay
+from gwfast import admin, relay, wire
 from gwfast._native import headscan, ring
-from gwfast.config import BackendConfig, Config, ConfigError, Duration, load_config_file
+from gwfast.config import (
+    BackendConfig,
+    Config,
+    ConfigError,
+    Duration,
+    load_config_file,
+    parse_config,
+)
+from gwfast.follow import Follower, FollowSettings, notes_of, read_cache, write_cache
 from gwfast.gateway import Gateway
 from gwfast.health import HealthChecker
 from gwfast.metrics import Region, SharedBlock
@@ -65,6 +78,7 @@ class Loaded(msgspec.Struct, frozen=True):
     config: Config
     backends: dict[str, BackendConfig]
     keys: list[bytes]  # the session key ring in effect: the first seals, all open
+    notes: dict[str, str] = {}  # the control process's word on backends (`Backend.note`)
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -98,10 +112,11 @@ def encode_message(msg: Message) -> bytes:
 
 class ConfigSource:
     """The configuration file and what of it is in effect: loaded once at start, then again
-    at each SIGHUP."""
+    at each SIGHUP. `path` None (only with `follow`): the defaults of every key."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | Path | None, *, follow: FollowSettings | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.follow = follow  # the backends come from the control process (gwfast.follow)
         self.current: Loaded | None = None
         self.generation = 0
         # made when no key is configured; kept for the process's life so that a reload
@@ -119,9 +134,14 @@ class ConfigSource:
         extra = [self._random_key] if self._random_key is not None else []
         return configured + [k for k in extra if k not in configured]
 
+    def _read(self) -> tuple[Config, dict[str, BackendConfig], list[bytes]]:
+        if self.path is None:
+            return (*parse_config({}), [])
+        return load_config_file(self.path, control=self.follow is not None)
+
     def load(self) -> Loaded:
         """The first load; a ConfigError stops the start."""
-        cfg, backends, keys = load_config_file(self.path)
+        cfg, backends, keys = self._read()
         self.current = Loaded(cfg, backends, self._keys(keys))
         return self.current
 
@@ -129,8 +149,11 @@ class ConfigSource:
         """The file again; None (logged) when it is invalid and the old one stays."""
         old = self.current
         assert old is not None
+        if self.path is None:
+            log.warning("reload asked for, but there is no configuration file (--config)")
+            return None
         try:
-            cfg, backends, keys = load_config_file(self.path)
+            cfg, backends, keys = self._read()
         except ConfigError as e:
             log.error(
                 "reload ignored, still serving the previous configuration: configuration error: %s",
@@ -158,10 +181,10 @@ class ConfigSource:
         self.generation += 1
         self.current = Loaded(cfg, backends, self._keys(keys))
         log.info(
-            "configuration %s reloaded (generation %d): %d backends",
+            "configuration %s reloaded (generation %d): %s",
             self.path,
             self.generation,
-            len(backends),
+            "backends from the control process" if self.follow else f"{len(backends)} backends",
         )
         return self.current
 
@@ -194,8 +217,11 @@ class Worker:
         source: ConfigSource | None = None,
         metrics: Region | None = None,
         admin_sock: socket.socket | None = None,
+        follow: FollowSettings | None = None,
     ) -> None:
         self.loaded = loaded
+        self.follow = follow  # follow the control process's snapshots (gwfast.follow)
+        self.version: int | None = None  # of the control process's snapshot being served
         self.metrics = metrics  # this worker's region of the metrics block (gwfast.metrics)
         self.admin_sock = admin_sock  # the admin listener, when this worker serves it
         self.reuse_port = reuse_port
@@ -209,7 +235,9 @@ class Worker:
         self.loop = loop
         self.stopping = asyncio.Event()
         self.now = False  # stop without waiting for requests in flight
-        snapshot = Snapshot.build(self.loaded.config, self.loaded.backends)
+        if self.follow is not None and self.follow.cache is not None:
+            self._start_from_cache(self.follow.cache)
+        snapshot = Snapshot.build(self.loaded.config, self.loaded.backends, notes=self.loaded.notes)
         gw = self.gw = Gateway(
             snapshot, SessionSealer(self.loaded.keys), loop, metrics=self.metrics
         )
@@ -224,9 +252,13 @@ class Worker:
             loop.add_signal_handler(sig, self._on_signal, sig)
         if self.source is not None:
             loop.add_signal_handler(signal.SIGHUP, self._reload_file)
-        channel_task = None
+        tasks = []
         if self.channel is not None:
-            channel_task = asyncio.create_task(self._read_channel(self.channel))
+            tasks.append(asyncio.create_task(self._read_channel(self.channel)))
+        if self.follow is not None:
+            follower = Follower(self.follow.url, self._on_followed, version=self.version)
+            tasks.append(asyncio.create_task(follower.run()))
+            log.info("worker %d following the control process at %s", self.pid, follower.url)
         log.info(
             "worker %d serving on %s:%d (native scanner %s, ring %s, relay %s)",
             self.pid,
@@ -242,31 +274,33 @@ class Worker:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            if channel_task is not None:
-                channel_task.cancel()
-                await asyncio.gather(channel_task, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.health.aclose()
             gw.pool.close()
             if admin_server is not None:
                 admin_server.close()
 
     # -- reload --
-    def apply(self, loaded: Loaded, generation: int) -> None:
-        """Publish `loaded` as the new snapshot; on any error the old one stays."""
+    def apply(
+        self, loaded: Loaded, generation: int, *, what: str = "configuration generation"
+    ) -> bool:
+        """Publish `loaded` as the new snapshot; on any error the old one stays (False)."""
         gw = self.gw
         old = gw.snapshot
         assert old is not None
         try:
-            snapshot = Snapshot.build(loaded.config, loaded.backends)
+            snapshot = Snapshot.build(loaded.config, loaded.backends, notes=loaded.notes)
             sealer = SessionSealer(loaded.keys)
         except Exception:
             log.exception(
-                "worker %d could not apply configuration generation %d; still "
-                "serving the previous one",
+                "worker %d could not apply %s %d; still serving the previous one",
                 self.pid,
+                what,
                 generation,
             )
-            return
+            return False
         gw.swap(snapshot, sealer)
         self.health.restart()
         self.loaded = loaded
@@ -278,13 +312,22 @@ class Worker:
             if n in old.backends and b.cfg != old.backends[n].cfg
         )
         log.info(
-            "worker %d applied configuration generation %d (backends added %s, "
-            "removed %s, changed %s)",
+            "worker %d applied %s %d (backends added %s, removed %s, changed %s)",
             self.pid,
+            what,
             generation,
             added or "none",
             removed or "none",
             changed or "none",
+        )
+        return True
+
+    def _keep_followed(self, loaded: Loaded) -> Loaded:
+        """A reload of the file while following: its settings, the followed backends."""
+        if self.follow is None:
+            return loaded
+        return msgspec.structs.replace(
+            loaded, backends=self.loaded.backends, notes=self.loaded.notes
         )
 
     def _reload_file(self) -> None:
@@ -293,7 +336,37 @@ class Worker:
             return
         loaded = self.source.reload()
         if loaded is not None:
-            self.apply(loaded, self.source.generation)
+            self.apply(self._keep_followed(loaded), self.source.generation)
+
+    # -- following the control process --
+    def _start_from_cache(self, path: Path) -> None:
+        cached = read_cache(path)
+        if cached is None:
+            return
+        snapshot, backends = cached
+        self.loaded = msgspec.structs.replace(
+            self.loaded, backends=backends, notes=notes_of(snapshot)
+        )
+        self.version = snapshot.version
+        log.info(
+            "worker %d serving cached snapshot version %d from %s until the control "
+            "process answers",
+            self.pid,
+            snapshot.version,
+            path,
+        )
+
+    def _on_followed(self, snapshot: wire.Snapshot, backends: dict[str, BackendConfig]) -> None:
+        """A new valid snapshot from the control process: the file's settings and keys,
+        its backends."""
+        if self.stopping.is_set():
+            return
+        loaded = msgspec.structs.replace(self.loaded, backends=backends, notes=notes_of(snapshot))
+        if self.apply(loaded, snapshot.version, what="control snapshot version"):
+            self.version = snapshot.version
+            assert self.follow is not None
+            if self.follow.cache is not None:
+                write_cache(self.follow.cache, snapshot)
 
     async def _read_channel(self, sock: socket.socket) -> None:
         reader, writer = await asyncio.open_connection(sock=sock)
@@ -315,7 +388,7 @@ class Worker:
     def _on_message(self, msg: Message) -> None:
         if msg.op == "reload" and msg.loaded is not None:
             if not self.stopping.is_set():
-                self.apply(msg.loaded, msg.generation)
+                self.apply(self._keep_followed(msg.loaded), msg.generation)
         elif msg.op == "drain":
             self._begin_drain("the supervisor asked")
         elif msg.op == "stop":
@@ -388,6 +461,7 @@ def run_worker(
     source: ConfigSource | None = None,
     metrics: Region | None = None,
     admin_sock: socket.socket | None = None,
+    follow: FollowSettings | None = None,
 ) -> None:
     worker = Worker(
         loaded,
@@ -396,15 +470,17 @@ def run_worker(
         source=source,
         metrics=metrics,
         admin_sock=admin_sock,
+        follow=follow,
     )
     uvloop.run(worker.serve())
 
 
-def run(config_path: str | Path) -> int:
+def run(config_path: str | Path | None, *, follow: FollowSettings | None = None) -> int:
+    """`mcp-gateway proxy`: `config_path` may be None only with `follow`."""
     # a reload asked for while starting must not end the process (SIGHUP's default); the
     # handlers installed below replace this
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    source = ConfigSource(config_path)
+    source = ConfigSource(config_path, follow=follow)
     loaded = source.load()
     if loaded.config.workers == 1:
         # the same metrics code as with N workers, with one region; this process serves
@@ -416,6 +492,7 @@ def run(config_path: str | Path) -> int:
             source=source,
             metrics=SharedBlock(1).region(0),
             admin_sock=admin.bind(admin_listen) if admin_listen else None,
+            follow=follow,
         )
         return 0
     from gwfast.supervisor import Supervisor  # it imports this module

@@ -10,6 +10,9 @@ What tests use it for:
 - **Plain tools**: ``echo`` (returns its message unchanged), ``slow`` (sleeps N seconds, to
   test cancellation and long requests) and ``stats`` (JSON counters of this replica:
   calls, slow calls started, finished and cancelled).
+- **Health**: ``GET /healthz`` answers 200 until ``POST /healthz?status=N`` makes it answer
+  N (``status=200`` again to recover), so a test can fail a replica's health check while it
+  keeps serving MCP.
 - **Conformance**: every name that the scenarios of ``@modelcontextprotocol/conformance``
   (0.1.16, ``--suite all``) call — ``test_simple_text``, ``test_sampling``,
   ``test://static-text``, ``test_simple_prompt``, ... — with the behaviour they check.
@@ -552,9 +555,15 @@ def build_server(replica: str) -> MCPServer:
 
     # ----- plain HTTP -----
 
-    @server.custom_route("/healthz", methods=["GET"])
+    health = {"status": 200}  # what GET /healthz answers; POST /healthz?status=N sets it
+
+    @server.custom_route("/healthz", methods=["GET", "POST"])
     async def healthz(request: Request) -> Response:
-        return PlainTextResponse("ok")
+        if request.method == "POST":
+            health["status"] = int(request.query_params.get("status", "200"))
+            return PlainTextResponse(f"healthz answers {health['status']}")
+        ok = 200 <= health["status"] < 300
+        return PlainTextResponse("ok" if ok else "unhealthy", status_code=health["status"])
 
     @server.custom_route("/whoami", methods=["GET"])
     async def whoami_http(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from gwfast._testbase.procs import Proc, free_port, python_argv, wait_port
 
 
 class Gateway:
-    """`python -m gwfast proxy --config FILE` with `config` (listen and keys filled in).
+    """`python -m gwfast proxy --config FILE` with `config` (listen and keys filled in), and
+    `args` after it (e.g. ``["--control", URL]``).
 
     `url(backend)` gives the MCP endpoint of a backend through the gateway.
     """
@@ -26,6 +28,7 @@ class Gateway:
         workdir: Path,
         env: dict[str, str] | None = None,
         name: str = "gateway",
+        args: Sequence[str] = (),
     ) -> None:
         self.port = free_port()
         cfg = dict(config)
@@ -42,11 +45,12 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(cfg))
         self.log = workdir / f"{name}.log"
         self.env = env or {}
+        self.args = list(args)
         self.proc: Proc | None = None
 
     def start(self, *, timeout: float = 20.0) -> Gateway:
         self.proc = Proc(
-            python_argv("-m", "gwfast", "proxy", "--config", str(self.config_path)),
+            python_argv("-m", "gwfast", "proxy", "--config", str(self.config_path), *self.args),
             env={"PYTHONUNBUFFERED": "1", **self.env},
             log=self.log,
         )
