@@ -12,7 +12,10 @@ routing, so the comparison is with the peers at their best, not at their default
   (and, when asked, ``option http-no-delay``: without it haproxy sends with MSG_MORE and holds
   a lone SSE event in the kernel until more data follows; first_event.py asks for it);
 - gwfast: one worker, ``affinity: session``, sealed session ids, its admin listener on a free
-  port (the default 9090 may be taken by another gateway on the machine).
+  port (the default 9090 may be taken by another gateway on the machine);
+- gwfast-control: the same gwfast, but its backend comes from a control process
+  (``mcp-gateway control``, the backend registered as a ``url``) that it follows with
+  ``--control``: the hot path must not notice where its snapshot came from.
 All listen on 127.0.0.1 and run one worker (process or thread). nginx and haproxy add the
 X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host headers gwfast adds, as an operator
 in front of application servers does: every proxy hands the backend the same head, and the
@@ -22,8 +25,10 @@ backend's cost of parsing it (about 0.2 µs per header in the Python backend) is
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +111,8 @@ listen: 127.0.0.1:{port}
 admin_listen: 127.0.0.1:{admin}
 workers: 1
 session_keys: [{key}]
+"""
+GWFAST_BACKENDS = """\
 backends:
   bench:
     affinity: session
@@ -195,13 +202,67 @@ def start_haproxy(
 def start_gwfast(
     children: Children, workdir: Path, backend: int, *, cpus: set[int], timeout: float = 20.0
 ) -> Target:
-    port, cfg = free_port(), workdir / "gwfast.yaml"
+    return _start_gwfast(children, workdir, backend, cpus=cpus, timeout=timeout)
+
+
+def _start_gwfast(
+    children: Children,
+    workdir: Path,
+    backend: int,
+    *,
+    cpus: set[int],
+    timeout: float,
+    control: str | None = None,
+) -> Target:
+    name = "gwfast" if control is None else "gwfast-control"
+    port, cfg = free_port(), workdir / f"{name}.yaml"
     key = base64.b64encode(os.urandom(32)).decode()
-    cfg.write_text(GWFAST_YAML.format(port=port, admin=free_port(), backend=backend, key=key))
+    text = GWFAST_YAML + ("" if control else GWFAST_BACKENDS)
+    cfg.write_text(text.format(port=port, admin=free_port(), backend=backend, key=key))
     argv = [sys.executable, "-m", "gwfast", "proxy", "--config", str(cfg)]
-    child = children.start("gwfast", argv, cpus=cpus, log=workdir / "gwfast.log", cwd=REPO)
+    if control is not None:
+        argv += ["--control", control]
+    child = children.start(name, argv, cpus=cpus, log=workdir / f"{name}.log", cwd=REPO)
     try:
         wait_port(port, proc=child.popen, timeout=timeout)
     except (RuntimeError, TimeoutError) as exc:
-        raise RuntimeError(f"gwfast did not start: {exc}\n{child.tail()}") from None
-    return Target("gwfast", f"http://127.0.0.1:{port}/bench/mcp", child)
+        raise RuntimeError(f"{name} did not start: {exc}\n{child.tail()}") from None
+    return Target(name, f"http://127.0.0.1:{port}/bench/mcp", child)
+
+
+def start_gwfast_control(
+    children: Children, workdir: Path, backend: int, *, cpus: set[int], timeout: float = 20.0
+) -> Target:
+    """gwfast following a control process that has the backend registered as a url. The
+    control process is idle during the load (one long-poll held open); it shares the load's
+    cores, and its CPU time is not counted as the proxy's."""
+    ctl_port = free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "mcp_gateway",
+        "control",
+        "--data-dir",
+        str(workdir / "control"),
+        "--control-listen",
+        f"127.0.0.1:{ctl_port}",
+        "--stdio",
+        "off",
+    ]
+    ctl = children.start("control", argv, cpus=cpus, log=workdir / "control.log", cwd=REPO)
+    wait_port(ctl_port, proc=ctl.popen, timeout=timeout)
+    control = f"http://127.0.0.1:{ctl_port}"
+    body = {
+        "name": "bench",
+        "url": f"http://127.0.0.1:{backend}/mcp",
+        "health_check": {"path": "/healthz", "interval": "5s"},
+    }
+    req = urllib.request.Request(
+        f"{control}/v1/backends",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 201, r.status
+    return _start_gwfast(children, workdir, backend, cpus=cpus, timeout=timeout, control=control)

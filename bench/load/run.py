@@ -112,6 +112,8 @@ def start_targets(
                 )
             elif name == "gwfast":
                 targets.append(proxies.start_gwfast(children, workdir, backend, cpus=cpus))
+            elif name == "gwfast-control":
+                targets.append(proxies.start_gwfast_control(children, workdir, backend, cpus=cpus))
             else:
                 raise ValueError(f"unknown target {name!r}")
         except (RuntimeError, TimeoutError, OSError) as exc:

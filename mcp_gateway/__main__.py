@@ -1,0 +1,3 @@
+from mcp_gateway import main
+
+raise SystemExit(main())
