@@ -54,9 +54,12 @@ class Api:
 class Serve:
     """`mcp-gateway serve` (or `control`, with `command`) on free ports."""
 
-    def __init__(self, data_dir: Path, *, command: str = "serve", log: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, command: str = "serve", workers: int = 1, log: Path | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.command = command
+        self.workers = workers
         self.port = free_port()
         self.control_port = free_port()
         self.admin_port = free_port()
@@ -80,6 +83,8 @@ class Serve:
                 f"127.0.0.1:{self.port}",
                 "--admin-listen",
                 f"127.0.0.1:{self.admin_port}",
+                "--workers",
+                str(self.workers),
             ]
         return argv
 

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gwfast import metrics, model, model_py
 from gwfast._testbase.backend import backend_config
 from gwfast._testbase.procs import free_port
+from gwfast._testbase.rawhttp import initialize_body
 from gwfast.config import parse_config
 from gwfast.health import probe
 from gwfast.wire import health_advice
@@ -32,18 +33,7 @@ from gwfast.wire import health_advice
 pytestmark = pytest.mark.timeout(120)
 
 INTERVAL = "200ms"
-INIT = json.dumps(
-    {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": "2025-06-18",
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
-)
+INIT = initialize_body()
 HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
 NOT_FOUND = (
     "GET /healthz answered 404: implement it or set health_check.path (null checks TCP only)"
@@ -86,7 +76,7 @@ def healthy(gw, backend: str) -> float:
     return scrape(gw)[("gwfast_healthy_endpoints", backend)]
 
 
-def post(port: int, path: str, body: str = INIT) -> tuple[int, bytes, http.client.HTTPResponse]:
+def post(port: int, path: str, body: bytes = INIT) -> tuple[int, bytes, http.client.HTTPResponse]:
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         c.request("POST", path, body, HEADERS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -62,30 +63,43 @@ async def test_scale_up_under_live_sessions(serve: Serve) -> None:
     await _routable(url)
 
     stop = asyncio.Event()
-    seen: list[set[str]] = []
-    calls = [0]
+    seen: list[set[str]] = [set() for _ in range(20)]
+    calls = [0] * 20
 
-    async def session() -> None:
-        mine: set[str] = set()
-        seen.append(mine)
+    async def session(i: int) -> None:
         async with Client(url, mode="legacy") as c:
             while not stop.is_set():
-                mine.add(await _whoami(c))
-                calls[0] += 1
+                seen[i].add(await _whoami(c))
+                calls[i] += 1
                 await asyncio.sleep(0.02)
 
-    tasks = [asyncio.create_task(session()) for _ in range(20)]
-    await asyncio.sleep(1.0)
-    before = set().union(*seen)
-    assert len(before) == 2, before
-    status, _ = await asyncio.to_thread(api.call, "PATCH", "/v1/backends/tools", {"replicas": 3})
-    assert status == 200
-    await asyncio.to_thread(api.wait_ready, "tools", 3)
-    counted = calls[0]
-    await asyncio.sleep(1.5)  # the 20 sessions keep calling across the new snapshot
-    stop.set()
-    await asyncio.gather(*tasks)  # any broken session raises here
-    assert calls[0] > counted + 20
+    async def until(what: str, done) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, what
+            assert not any(t.done() for t in tasks), [t for t in tasks if t.done()]
+            await asyncio.sleep(0.05)
+
+    tasks = [asyncio.create_task(session(i)) for i in range(20)]
+    try:
+        await until("every session calling", lambda: all(calls))
+        before = set().union(*seen)
+        assert len(before) == 2, before
+        status, _ = await asyncio.to_thread(
+            api.call, "PATCH", "/v1/backends/tools", {"replicas": 3}
+        )
+        assert status == 200
+        await asyncio.to_thread(api.wait_ready, "tools", 3)
+        counted = list(calls)
+        # every one of the 20 sessions keeps calling across the new snapshot
+        await until(
+            "calls after the scale",
+            lambda: all(n >= c + 5 for n, c in zip(calls, counted, strict=True)),
+        )
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert not [r for r in results if r is not None], results  # no session broke
     assert all(len(s) == 1 for s in seen), seen  # every session stayed on its replica
 
     # new sessions reach the new replica (bounded loads favour the empty one)
@@ -237,3 +251,52 @@ async def test_readme_quick_start(serve: Serve) -> None:
         assert (await c.call_tool("echo", {"message": "hi"})).content[0].text == "hi"
     status = cli("backends", "status", "tools")
     assert status.count("ready") >= 2, status
+
+
+async def test_a_registration_reaches_every_worker_within_a_second(
+    tmp_path: Path, backend_factory: BackendFactory
+) -> None:
+    """With 2 data plane workers, each applies a registration within a second of its answer
+    (each worker holds its own long-poll: no polling interval). Judged by the workers' own
+    log times, so the test's HTTP round trips do not count; then 20 new connections in a
+    row, spread over both workers by the kernel, all route."""
+    [backend] = backend_factory.start(1, prefix="fast")
+    serve = Serve(tmp_path / "data", workers=2).start()
+    try:
+        url = serve.url("quick")
+        assert (await asyncio.to_thread(http_status, url))[0] == 404
+        await asyncio.to_thread(
+            serve.api.ok, "POST", "/v1/backends", {"name": "quick", "url": backend.url}
+        )
+        registered = time.time()
+        routed, deadline = 0, time.monotonic() + 10
+        while routed < 20:
+            status = (await asyncio.to_thread(http_status, url))[0]
+            routed = routed + 1 if status not in (404, 503) else 0
+            assert time.monotonic() < deadline, f"not routed everywhere: {status}"
+    finally:
+        serve.stop()
+    applied = {}
+    for line in serve.output().splitlines():
+        m = re.match(r"(\S+ \S+),(\d+) .* worker (\d+) applied control snapshot .*'quick'", line)
+        if m and "added" in line and "added none" not in line:
+            stamp = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S"))
+            applied[m.group(3)] = stamp + int(m.group(2)) / 1000
+    assert len(applied) == 2, serve.output()[-3000:]  # both workers
+    # log times have millisecond resolution; the answer was read just before `registered`
+    assert all(t - registered < 1.0 for t in applied.values()), (applied, registered)
+
+
+def test_control_api_refuses_a_public_address(tmp_path: Path) -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [MCP_GATEWAY, "serve", "--data-dir", str(tmp_path), "--control-listen", "0.0.0.0:9"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 2
+    assert "loopback only" in out.stderr and "0.0.0.0:9" in out.stderr, out.stderr
+    assert out.stdout == ""
