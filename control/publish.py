@@ -2,7 +2,8 @@
 
 A new version is minted only when the content changes, so a reconcile pass that changes
 nothing wakes no data plane worker. Versions come from the store's counter: monotonic over
-control-process restarts (the protocol needs only "differs", operators like "larger").
+control-process restarts and never below the clock in milliseconds, so not reused even after
+the data directory is wiped (the protocol needs only "differs", operators like "larger").
 """
 
 from __future__ import annotations

@@ -113,8 +113,13 @@ class Store:
 
     # -- the snapshot counter: monotonic over restarts, for logs and operators --
     def next_version(self) -> int:
+        """At least the wall clock in milliseconds: a data plane that cached version V from
+        a control process whose data directory was since wiped must not meet V again (the
+        protocol compares versions for equality)."""
+        now = int(time.time() * 1000)
         self.db.execute(
-            "INSERT INTO meta VALUES ('version', 1) "
-            "ON CONFLICT(key) DO UPDATE SET value = value + 1"
+            "INSERT INTO meta VALUES ('version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = max(value + 1, excluded.value)",
+            (now,),
         )
         return self.db.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
