@@ -21,6 +21,7 @@ from pathlib import Path
 
 from granian.constants import Interfaces
 from granian.server.embed import Server
+from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
 from control.adapters import adapter_routes
@@ -31,7 +32,7 @@ from control.reconcile import Reconciler
 from control.service import Control
 from control.store import Store
 from control.tools import admin_server, streamable_http_routes
-from control.web import error_handlers
+from control.web import LoopbackOnly, error_handlers
 
 log = logging.getLogger("gwfast.control")
 
@@ -81,6 +82,19 @@ _GRANIAN_LOGGING = {  # granian logs to stdout by default: stdout may be speakin
         "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
     },
 }
+
+
+def build_app(
+    control: Control, publisher: Publisher, *, host: str, mcp: MCPServer | None = None
+) -> LoopbackOnly:
+    """The control API as one ASGI app: REST, `/adapters`, and the MCP tools when given."""
+    routes = [*rest_routes(control, publisher), *adapter_routes(control)]
+    lifespan = None
+    if mcp is not None:
+        mcp_routes, lifespan = streamable_http_routes(mcp, host=host)
+        routes += mcp_routes
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=error_handlers())
+    return LoopbackOnly(app, host=host)
 
 
 class ControlProcess:
@@ -144,16 +158,7 @@ class ControlProcess:
         self.reconciler = Reconciler(self.store, self.orchestrator, self.publisher)
         self.control = Control(self.store, self.orchestrator, self.reconciler)
         self.mcp = admin_server(self.control)
-        mcp_routes, mcp_lifespan = streamable_http_routes(self.mcp, host=self.host)
-        app = Starlette(
-            routes=[
-                *rest_routes(self.control, self.publisher),
-                *adapter_routes(self.control),
-                *mcp_routes,
-            ],
-            lifespan=mcp_lifespan,
-            exception_handlers=error_handlers(),
-        )
+        app = build_app(self.control, self.publisher, host=self.host, mcp=self.mcp)
         await self.reconciler.start()
         self.server = Server(
             app,

@@ -6,7 +6,10 @@ depend on how the app that mounts them is configured. So each route here carries
 - an unexpected exception becomes a 500 JSON body, logged with its traceback on
   "gwfast.control", and the process keeps serving;
 - a method the path does not take gets 405 JSON with `Allow` (RFC 9110 §15.5.6);
-- bodies are read with a 1 MiB cap (413) and must be JSON (400 says so).
+- bodies are read with a 1 MiB cap (413), must say `Content-Type: application/json` (415)
+  and be JSON (400 says so);
+- `LoopbackOnly` wraps the whole app: a Host or an Origin that is not this loopback
+  listener's is refused (421, 403).
 `error_handlers()` gives the same shapes to the app's own 404/405/500 (paths no route
 matches), for `Starlette(exception_handlers=...)`.
 
@@ -21,14 +24,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import msgspec
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from control.service import ControlError
 
@@ -118,7 +122,18 @@ class Resource(Route):
 
 async def read_json(request: Request, *, object_only: bool = True) -> Any:
     """The body as JSON, at most `MAX_BODY` bytes; ControlError (field "body") otherwise.
-    The content type is not checked: `curl -d` sends form-urlencoded for JSON too."""
+
+    The content type must be JSON: a web page may send a form or text/plain to any origin
+    without asking, but not application/json (the browser asks first, with a preflight this
+    API never grants), so a page the operator visits cannot register a command here."""
+    ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise ControlError(
+            415,
+            f"send the body as Content-Type: application/json (got {ctype or 'none'}; "
+            "with curl: -H 'Content-Type: application/json')",
+            "body",
+        )
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise ControlError(413, f"the body is {length} bytes: at most {MAX_BODY} (1 MiB)", "body")
@@ -180,3 +195,45 @@ def error_handlers() -> dict[Any, Callable[[Request, Exception], Awaitable[Respo
     """For `Starlette(exception_handlers=error_handlers())`: JSON 404/405/500 on paths no
     route of ours matches (ours answer their own)."""
     return {HTTPException: _http_error, Exception: _server_error}
+
+
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class LoopbackOnly:
+    """Guards an API that runs commands on this machine and listens on loopback. A Host that
+    names another machine is how DNS rebinding reaches a loopback port from a web page
+    (421); an Origin of another host is a page's cross-site request (403). Tools without a
+    browser (curl, the CLI, scripts) send a loopback Host and no Origin."""
+
+    def __init__(self, app: ASGIApp, *, host: str) -> None:
+        self.app = app
+        self.names = LOOPBACK_NAMES | {host.strip("[]").lower()}
+
+    def _host_ok(self, value: str) -> bool:
+        name = value.rsplit("]", 1)[0].lstrip("[") if value.startswith("[") else value
+        if not value.startswith("["):
+            name = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+        return name.lower() in self.names
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            host, origin = headers.get("host", ""), headers.get("origin")
+            if not self._host_ok(host):
+                response = error_response(
+                    421,
+                    f"Host {host!r} is not this control API's: it answers only loopback names "
+                    "(127.0.0.1, localhost, [::1]); a foreign Host is how DNS rebinding reaches it",
+                    "host",
+                )
+                return await response(scope, receive, send)
+            if origin is not None and (urlsplit(origin).hostname or "").lower() not in self.names:
+                response = error_response(
+                    403,
+                    f"cross-site request from {origin!r} refused: the control API takes requests "
+                    "from tools on this machine, not from web pages",
+                    "origin",
+                )
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)

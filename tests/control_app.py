@@ -20,14 +20,13 @@ from typing import Any
 
 import httpx2
 from control_stack import serve_app, stack
-from starlette.applications import Starlette
 
-from control.adapters import adapter_routes
-from control.api import rest_routes
 from control.publish import Publisher
 from control.reconcile import Reconciler
+from control.server import build_app
 from control.service import Control
-from control.web import error_handlers
+
+JSON = {"Content-Type": "application/json"}  # what every client of the API sends
 
 
 def quick_command(tag: str = "") -> list[str]:
@@ -78,9 +77,9 @@ class App:
 @asynccontextmanager
 async def control_app(data_dir: Path) -> AsyncIterator[App]:
     async with stack(data_dir) as st:
-        app = Starlette(
-            routes=[*rest_routes(st.control, st.publisher), *adapter_routes(st.control)],
-            exception_handlers=error_handlers(),
-        )
-        async with serve_app(app) as base, httpx2.AsyncClient(base_url=base, timeout=30) as http:
+        app = build_app(st.control, st.publisher, host="127.0.0.1")
+        async with (
+            serve_app(app) as base,
+            httpx2.AsyncClient(base_url=base, timeout=30, headers=JSON) as http,
+        ):
             yield App(http, st.control, st.publisher, st.reconciler, base)

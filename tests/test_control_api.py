@@ -393,3 +393,36 @@ async def test_openapi_document(app: App) -> None:
     assert "304" in doc["paths"]["/v1/snapshot"]["get"]["responses"]
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
+
+
+async def test_cross_site_requests_are_refused(app: App, mcp_backend: Backend) -> None:
+    """The API runs commands on this machine: a web page must not reach it. A page may send
+    text/plain or a form anywhere without asking (415 here), and DNS rebinding shows as a
+    foreign Host (421); a cross-site Origin is refused (403). Nothing changes."""
+    body = b'{"name": "evil", "command": ["sh", "-c", "touch /tmp/owned"]}'
+    for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        err = await _rejected(
+            app, "POST", "/v1/backends", 415, "body", content=body, headers={"Content-Type": ctype}
+        )
+        assert "application/json" in err["message"]
+    for path in ("/v1/backends", "/adapters"):
+        await _rejected(
+            app, "POST", path, 421, "host", content=body, headers={"Host": "evil.example:9091"}
+        )
+        await _rejected(
+            app,
+            "POST",
+            path,
+            403,
+            "origin",
+            content=body,
+            headers={"Origin": "https://evil.example"},
+        )
+    assert (
+        await app.call("GET", "/v1/backends", headers={"Host": "evil.example"})
+    ).status_code == 421
+    # loopback names and a loopback Origin (a local tool's page) are fine
+    for host in ("localhost", "127.0.0.1:1", "[::1]:9091"):
+        assert (await app.call("GET", "/v1/backends", headers={"Host": host})).status_code == 200
+    ok = await app.call("GET", "/v1/backends", headers={"Origin": "http://localhost:3000"})
+    assert ok.status_code == 200
