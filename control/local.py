@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import msgspec
@@ -141,21 +140,19 @@ class _Run:
 
 
 class LocalOrchestrator:
-    """Supervised local processes. `data_dir` is the control process's data directory;
-    nothing is kept there yet (replicas do not outlive the control process)."""
+    """Supervised local processes; nothing is kept on disk (replicas do not outlive the
+    control process, which starts them again from the registry)."""
 
     kind = "local"
 
     def __init__(
         self,
-        data_dir: Path | None = None,
         *,
         host: str = "127.0.0.1",
         log_lines: int = 2000,
         stop_grace: float = procs.STOP_GRACE,
         on_change: Callable[[], None] | None = None,
     ) -> None:
-        self.data_dir = data_dir
         self.host = host
         self.log_lines = log_lines
         self.stop_grace = stop_grace

@@ -131,7 +131,6 @@ class Reconciler:
         self.publisher = publisher
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self.passes = 0
         orchestrator.on_change = self.wake
 
     def wake(self) -> None:
@@ -157,7 +156,6 @@ class Reconciler:
                 version, desired, self.orchestrator.observed(), self.store.tenants()
             )
         )
-        self.passes += 1
 
     async def _loop(self) -> None:
         while True:

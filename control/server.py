@@ -153,7 +153,7 @@ class ControlProcess:
         self._lock(data_dir)
         self._check_port()
         self.store = Store(data_dir / "state.db")
-        self.orchestrator = LocalOrchestrator(data_dir)
+        self.orchestrator = LocalOrchestrator()
         self.publisher = Publisher(self.store)
         self.reconciler = Reconciler(self.store, self.orchestrator, self.publisher)
         self.control = Control(self.store, self.orchestrator, self.reconciler)

@@ -7,7 +7,6 @@ every way in reports as it is. Results are plain JSON-able dicts.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
@@ -71,7 +70,6 @@ class Control:
         self.store = store
         self.orchestrator = orchestrator
         self.reconciler = reconciler
-        self.started = time.time()
 
     # -- backends --
     def _spec(self, name: str) -> BackendSpec:

@@ -63,7 +63,7 @@ class Stack:
 async def stack(data_dir: Path) -> AsyncIterator[Stack]:
     data_dir.mkdir(parents=True, exist_ok=True)
     store = Store(data_dir / "state.db")
-    orchestrator = LocalOrchestrator(data_dir, stop_grace=2.0)
+    orchestrator = LocalOrchestrator(stop_grace=2.0)
     publisher = Publisher(store)
     reconciler = Reconciler(store, orchestrator, publisher)
     control = Control(store, orchestrator, reconciler)

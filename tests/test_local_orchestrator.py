@@ -116,7 +116,7 @@ class Tracked(LocalOrchestrator):
 
 @pytest.fixture
 async def orch(tmp_path: Path) -> AsyncIterator[Tracked]:
-    o = Tracked(tmp_path, log_lines=200, stop_grace=2.0)
+    o = Tracked(log_lines=200, stop_grace=2.0)
     try:
         yield o
     finally:
@@ -287,7 +287,7 @@ async def test_logs_are_bounded(tmp_path: Path) -> None:
     noisy = "import sys, time\nfor i in range(500): print('line', i)\nprint('x' * 20000)\n"
     noisy += "sys.stdout.flush(); time.sleep(0.5)\nprint('err', file=sys.stderr, flush=True)\n"
     noisy += "time.sleep(60)"
-    o = Tracked(tmp_path, log_lines=20, stop_grace=1.0)
+    o = Tracked(log_lines=20, stop_grace=1.0)
     try:
         await o.ensure(spec("noisy", [sys.executable, "-c", noisy]))
         await until(lambda: _has(o, "noisy", "[stderr] err"), "the last line")
@@ -310,7 +310,7 @@ async def test_close_stops_everything(tmp_path: Path) -> None:
         "print('ignoring', flush=True); time.sleep(60)"
     )
     parent = ["sh", "-c", "sleep 60 & echo child $!; wait"]
-    o = Tracked(tmp_path, stop_grace=0.5)
+    o = Tracked(stop_grace=0.5)
     await o.ensure(spec("stubborn", [sys.executable, "-c", stubborn]))
     await o.ensure(spec("sleepers", SLEEP, replicas=2))
     await o.ensure(spec("parent", parent))
