@@ -332,6 +332,11 @@ class LocalOrchestrator:
                 child = await procs.spawn(argv, env=env, on_line=on_line)
             except (OSError, ValueError, subprocess.SubprocessError) as e:
                 outcome = f"could not start: {e}"
+                if isinstance(e, FileNotFoundError) and "/" not in argv[0]:
+                    outcome += (
+                        " (looked up on the control process's PATH: give the full path, or "
+                        "set PATH in the backend's env)"
+                    )
                 self._note(slot, f"--- replica {slot.index} {outcome}")
             else:
                 try:

@@ -275,7 +275,9 @@ async def test_command_that_cannot_start(orch: Tracked) -> None:
         lambda: [r for r in orch.replicas("missing") if r.state == EXITED], "the start failure"
     )
     assert r.last_exit == (
-        "could not start: [Errno 2] No such file or directory: 'nosuch-command-gwfast'"
+        "could not start: [Errno 2] No such file or directory: 'nosuch-command-gwfast' "
+        "(looked up on the control process's PATH: give the full path, or set PATH in the "
+        "backend's env)"
     )
     assert r.pid is None and not r.routable
     assert "restarts after 1s" in orch.observed()["missing"].message
