@@ -19,6 +19,7 @@ from gwfast._testbase.backend import BackendFactory, wait_http_ok
 from gwfast._testbase.gateway import Gateway, pure_env
 from gwfast._testbase.npm import ensure_npm_tools, node_env
 from gwfast._testbase.procs import REPO, Proc, free_port, wait_port
+from gwfast._testbase.redis import RedisServer
 
 LOOPBACK_PRELOAD = REPO / "gwfast" / "_testbase" / "loopback.cjs"
 
@@ -121,6 +122,20 @@ def everything_server(
         yield EverythingServer(port, proc)
     finally:
         proc.stop()
+
+
+# ----------------------------------------------------------------------------- Redis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server on a free loopback port for the session (nothing on disk).
+    Tests share it: give each its own keys. A test that stops Redis starts its own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 # ----------------------------------------------------------------------------- failure logs
