@@ -8,6 +8,10 @@ times more requests per second than any proxy in front of it (check with wrk dir
 It speaks just enough of MCP Streamable HTTP (2025-06-18 and 2026-07-28) for a proxy to route:
 
 - POST ``initialize`` -> 200 JSON and a new ``Mcp-Session-Id`` (random hex);
+- every answer to a request with a known session id carries that ``Mcp-Session-Id`` back,
+  as the official SDKs' servers (Python and TypeScript) do; ``--no-session-echo`` sends it
+  only on ``initialize`` (what this backend did before 2026-12-08). The header line is built
+  once per session, at ``initialize``: echoing costs one lookup that was made anyway;
 - POST ``tools/list`` / ``tools/call`` with a known session id -> ~600-byte JSON-RPC result;
   an unknown session id -> 404, so a proxy that mangles ids shows up as wrk non-2xx errors;
 - POST ``tools/call`` of tool ``stream`` with ``Accept: text/event-stream`` -> a chunked SSE
@@ -118,8 +122,8 @@ def _json(status: int, parts: tuple[bytes, bytes], rpc_id: object, extra: bytes 
     return _head(status, b"application/json", len(body), extra) + body
 
 
-def _plain(status: int, text: bytes = b"") -> bytes:
-    return _head(status, b"text/plain", len(text)) + text
+def _plain(status: int, text: bytes = b"", extra: bytes = b"") -> bytes:
+    return _head(status, b"text/plain", len(text), extra) + text
 
 
 class Request:
@@ -137,8 +141,9 @@ class Request:
 class McpProtocol(asyncio.Protocol):
     """One keep-alive connection; requests are answered strictly in order (pipelining safe)."""
 
-    def __init__(self, sessions: set[bytes]) -> None:
-        self.sessions = sessions
+    def __init__(self, sessions: dict[bytes, bytes], *, echo: bool = True) -> None:
+        self.sessions = sessions  # session id -> the header line echoed on its answers
+        self.echo = echo
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.req = Request()
@@ -205,20 +210,21 @@ class McpProtocol(asyncio.Protocol):
         elif req.method == b"POST":
             self._post(req)
         elif req.method == b"DELETE":
-            if req.session in self.sessions:
-                self.sessions.discard(req.session)
-                self._write(_plain(200))
+            echo = self.sessions.pop(req.session, None)
+            if echo is not None:
+                self._write(_plain(200, b"", echo))
             else:
                 self._write(_plain(404, b"unknown session"))
         elif req.method == b"GET":
-            if req.session not in self.sessions:
+            echo = self.sessions.get(req.session)
+            if echo is None:
                 self._write(_plain(400, b"GET needs a session"))
                 return
             self.streaming = True  # holds the connection: nothing else is answered on it
             self._write(
                 b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"%x\r\n%s\r\n" % (len(PRIMING), PRIMING)
+                b"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n%s\r\n"
+                b"%x\r\n%s\r\n" % (echo, len(PRIMING), PRIMING)
             )
         else:
             self._write(_plain(405))
@@ -233,34 +239,38 @@ class McpProtocol(asyncio.Protocol):
         stateless = req.version == STATELESS_VERSION
         if method == "initialize":
             sid = os.urandom(16).hex().encode()
-            self.sessions.add(sid)
-            self._write(_json(200, INIT, rpc.id, b"Mcp-Session-Id: %s\r\n" % sid))
+            line = b"Mcp-Session-Id: %s\r\n" % sid
+            self.sessions[sid] = line if self.echo else b""
+            self._write(_json(200, INIT, rpc.id, line))
             return
-        if not stateless and req.session not in self.sessions:
-            self._write(_plain(404 if req.session else 400, b"unknown session"))
-            return
+        echo = self.sessions.get(req.session)  # None: no session id, or an unknown one
+        if echo is None:
+            if not stateless:
+                self._write(_plain(404 if req.session else 400, b"unknown session"))
+                return
+            echo = b""
         if rpc.id is None:  # a notification or a response: nothing to answer
-            self._write(_plain(202))
+            self._write(_plain(202, b"", echo))
         elif method == "tools/call":
             params = rpc.params or Params()
             if params.name == "stream" and b"text/event-stream" in req.accept:
-                self._stream(rpc.id, params.arguments)
+                self._stream(rpc.id, params.arguments, echo)
             else:
-                self._write(_json(200, CALL, rpc.id))
+                self._write(_json(200, CALL, rpc.id, echo))
         elif method == "tools/list":
-            self._write(_json(200, LIST, rpc.id))
+            self._write(_json(200, LIST, rpc.id, echo))
         elif method == "server/discover":
-            self._write(_json(200, DISCOVER, rpc.id))
+            self._write(_json(200, DISCOVER, rpc.id, echo))
         else:
-            self._write(_json(200, EMPTY, rpc.id))
+            self._write(_json(200, EMPTY, rpc.id, echo))
 
     # -- SSE
-    def _stream(self, rpc_id: object, arguments: dict) -> None:
+    def _stream(self, rpc_id: object, arguments: dict, echo: bytes) -> None:
         events = int(arguments.get("events", 10))
         interval = float(arguments.get("interval_ms", 0)) / 1000.0
         head = (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n"
+            b"Transfer-Encoding: chunked\r\n%s\r\n" % echo
         )
         loop = asyncio.get_running_loop()
         if "rest_after_ms" in arguments:  # first event at once, with the head; the rest later
@@ -298,27 +308,33 @@ class McpProtocol(asyncio.Protocol):
 
     @staticmethod
     def _event(rpc_id: object, n: int, events: int) -> bytes:
-        """Event n as an HTTP chunk: progress notifications, then the final result."""
-        if n + 1 < events:
-            msg = _encode(
-                {
-                    "jsonrpc": "2.0",
-                    "method": "notifications/progress",
-                    "params": {"progressToken": rpc_id, "progress": n + 1, "total": events},
-                }
-            )
-        else:
-            msg = CALL[0] + _encode(rpc_id) + CALL[1]
-        data = b"event: message\ndata: " + msg + b"\n\n"
+        """Event n as an HTTP chunk (the last one ends the body)."""
+        data = sse_event(rpc_id, n, events)
         tail = b"0\r\n\r\n" if n + 1 >= events else b""
         return b"%x\r\n%s\r\n%s" % (len(data), data, tail)
 
 
-async def serve(host: str, port: int) -> None:
+def sse_event(rpc_id: object, n: int, events: int) -> bytes:
+    """Event n of a stream of `events`: progress notifications, then the final result.
+    (The nginx backend, nginx_backend.py, serves the same events.)"""
+    if n + 1 < events:
+        msg = _encode(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/progress",
+                "params": {"progressToken": rpc_id, "progress": n + 1, "total": events},
+            }
+        )
+    else:
+        msg = CALL[0] + _encode(rpc_id) + CALL[1]
+    return b"event: message\ndata: " + msg + b"\n\n"
+
+
+async def serve(host: str, port: int, *, echo: bool = True) -> None:
     loop = asyncio.get_running_loop()
-    sessions: set[bytes] = set()
+    sessions: dict[bytes, bytes] = {}
     server = await loop.create_server(
-        lambda: McpProtocol(sessions), host, port, backlog=4096, reuse_address=True
+        lambda: McpProtocol(sessions, echo=echo), host, port, backlog=4096, reuse_address=True
     )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -331,8 +347,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8001)
+    ap.add_argument(
+        "--no-session-echo",
+        action="store_true",
+        help="send Mcp-Session-Id only on initialize, not on every answer of a session",
+    )
     args = ap.parse_args(argv)
-    uvloop.run(serve(args.host, args.port))
+    uvloop.run(serve(args.host, args.port, echo=not args.no_session_echo))
 
 
 if __name__ == "__main__":

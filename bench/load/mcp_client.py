@@ -67,14 +67,17 @@ class Client:
     def call(
         self, session: str, tool: str, rpc_id: int, **arguments: object
     ) -> tuple[int, str, bytes]:
-        body = {
-            "jsonrpc": "2.0",
-            "id": rpc_id,
-            "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments},
-        }
-        status, headers, payload = self.send("POST", body, session)
+        status, headers, payload = self.send("POST", call_body(tool, rpc_id, **arguments), session)
         return status, headers.get("content-type", ""), payload
+
+
+def call_body(tool: str, rpc_id: int, **arguments: object) -> dict:
+    return {
+        "jsonrpc": "2.0",
+        "id": rpc_id,
+        "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments},
+    }
 
 
 def open_sessions(url: str, count: int) -> list[str]:
@@ -82,14 +85,22 @@ def open_sessions(url: str, count: int) -> list[str]:
         return [client.initialize() for _ in range(count)]
 
 
-def check_target(url: str, sessions: list[str], *, events: int = 10) -> None:
-    """Raise AssertionError unless url routes JSON, SSE and DELETE correctly."""
+def check_target(
+    url: str, sessions: list[str], *, events: int = 10, tracks_sessions: bool = True
+) -> None:
+    """Raise AssertionError unless url routes JSON, SSE and DELETE correctly. A backend that
+    keeps no sessions (the nginx backend: `tracks_sessions=False`) cannot answer 404 to a
+    deleted session; every backend answers 404 to an id it cannot have issued."""
     with Client(url) as c:
         for n, sid in enumerate(sessions[:8], start=1):
-            status, ctype, payload = c.call(sid, "echo", n, text="x" * 500)
+            status, headers, payload = c.send("POST", call_body("echo", n, text="x" * 500), sid)
+            ctype = headers.get("content-type", "")
             assert status == 200, f"tools/call answered {status}: {payload[:200]!r}"
             assert ctype.startswith("application/json"), f"content-type {ctype!r}"
             assert json.loads(payload)["id"] == n, f"wrong id in {payload[:200]!r}"
+            # the backend echoes its own id; the client must get back the one it sent
+            back = headers.get("mcp-session-id", sid)
+            assert back == sid, f"answered with session id {back!r}, not the client's {sid!r}"
         status, ctype, payload = c.call(sessions[0], "stream", 99, events=events)
         assert status == 200 and ctype.startswith("text/event-stream"), (status, ctype)
         got = payload.count(b"\ndata: ") + payload.startswith(b"data: ")
@@ -98,5 +109,8 @@ def check_target(url: str, sessions: list[str], *, events: int = 10) -> None:
         sid = c.initialize()
         status, _, payload = c.send("DELETE", None, sid)
         assert status == 200, f"DELETE answered {status}: {payload[:200]!r}"
-        status, _, _ = c.call(sid, "echo", 7)
-        assert status == 404, f"a deleted session answered {status}, not 404"
+        if tracks_sessions:
+            status, _, _ = c.call(sid, "echo", 7)
+            assert status == 404, f"a deleted session answered {status}, not 404"
+        status, _, _ = c.call("not-a-session-of-this-backend", "echo", 8)
+        assert status == 404, f"an unknown session answered {status}, not 404"

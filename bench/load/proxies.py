@@ -121,9 +121,14 @@ backends:
 """
 
 
-def start_backend(children: Children, workdir: Path, *, cpus: set[int]) -> tuple[Child, int]:
+def start_backend(
+    children: Children, workdir: Path, *, cpus: set[int], echo: bool = True
+) -> tuple[Child, int]:
+    """The Python fast backend; `echo` False: Mcp-Session-Id only on initialize."""
     port = free_port()
     argv = [sys.executable, "-m", "bench.load.fast_backend", "--port", str(port)]
+    if not echo:
+        argv.append("--no-session-echo")
     child = children.start("backend", argv, cpus=cpus, log=workdir / "backend.log", cwd=REPO)
     wait_port(port, proc=child.popen)
     return child, port

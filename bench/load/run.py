@@ -2,12 +2,14 @@
 
     python -m bench.load.run --duration 10 --rounds 3
 
-Starts the fast backend, then every proxy in front of it, opens sessions through each,
-checks each routes JSON, SSE and DELETE right, and runs the same wrk workload against each
-target, alternating targets inside every round (the order rotates each round) so slow drift
-of the machine hits all targets alike. Three pinnings (see README.md): one-core, proxy-core
-(with the proxy's CPU time per request) and 1-connection latency. Prints one table of medians
-and writes it, with every run, to bench/results/<date>.md.
+Starts the backend (the Python fast backend, or with --backend nginx an nginx serving fixed
+answers), then every proxy in front of it, opens sessions through each, checks each routes
+JSON, SSE and DELETE right, refuses to go on when a gwfast process runs pure-Python twins
+(unless --allow-pure), and runs the same wrk workload against each target, alternating
+targets inside every round (the order rotates each round) so slow drift of the machine hits
+all targets alike. Three pinnings (see README.md): one-core, proxy-core (with the proxy's CPU
+time per request) and 1-connection latency. Prints one table of medians and writes it, with
+every run, to bench/results/<date>.md.
 """
 
 from __future__ import annotations
@@ -21,15 +23,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import proxies
+from . import nginx_backend, proxies, twins
 from .mcp_client import check_target, open_sessions
-from .procs import Children, in_workdir
+from .procs import Child, Children, in_workdir
 from .report import SCHEMES, Results, Sample
 from .tools import ensure_tools, versions
 from .wrk import run_wrk
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 TARGETS = ("direct", "gwfast", "nginx", "haproxy")
+BACKENDS = {
+    "python": "python (bench/load/fast_backend.py: uvloop + httptools + msgspec)",
+    "nginx": "nginx (bench/load/nginx_backend.py: one worker, fixed answers, echoed ids)",
+}
+PURE_BANNER = "PURE TWINS: a gwfast process ran pure-Python twins; not the compiled build's figures"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +59,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per target")
     ap.add_argument("--no-install", action="store_true", help="never apt-get missing tools")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (configs, logs)")
+    ap.add_argument(
+        "--backend",
+        choices=("python", "nginx"),
+        default="python",
+        help="python: bench/load/fast_backend.py (default); nginx: one nginx worker serving "
+        "fixed answers (bench/load/nginx_backend.py), cheaper than any proxy",
+    )
+    ap.add_argument(
+        "--no-session-echo",
+        action="store_true",
+        help="the backend sends Mcp-Session-Id only on initialize (by default it echoes the "
+        "session's id on every answer, as the SDK servers do)",
+    )
+    ap.add_argument(
+        "--allow-pure",
+        action="store_true",
+        help="measure even when a gwfast process runs pure-Python twins (the report says so)",
+    )
     return ap.parse_args(argv)
 
 
@@ -122,8 +147,48 @@ def start_targets(
     return targets, skipped
 
 
-def prepare(target: proxies.Target, workdir: Path, args: argparse.Namespace) -> Path:
-    """Open sessions through target (retrying while it becomes ready), check it, save the ids."""
+class Refused(Exception):
+    """The run would measure the wrong thing (pure-Python twins); the message says why."""
+
+
+def start_backend(
+    children: Children, workdir: Path, args: argparse.Namespace, paths: dict[str, str]
+) -> tuple[Child, int]:
+    """The backend `--backend` names, on the load CPU, echoing session ids unless told not to."""
+    load, echo = {args.load_cpu}, not args.no_session_echo
+    if args.backend == "nginx":
+        return nginx_backend.start(
+            children, workdir, paths["nginx"], cpus=load, events=args.events, echo=echo
+        )
+    return proxies.start_backend(children, workdir, cpus=load, echo=echo)
+
+
+def check_twins(
+    targets: list[proxies.Target], info: dict[str, str], args: argparse.Namespace
+) -> list[twins.Twins]:
+    """Print and record the twins of every gwfast target; Refused when one runs a pure twin
+    and --allow-pure was not given."""
+    found = [
+        twins.read(t.name, t.proc.log)
+        for t in targets
+        if t.name.startswith("gwfast") and t.proc is not None
+    ]
+    for tw in found:
+        info[f"twins, {tw.target}"] = tw.line()
+        print(f"{tw.target} twins: {tw.line()}", flush=True)
+    message = twins.refusal(found)
+    if message and not args.allow_pure:
+        raise Refused(message)
+    if message:
+        print(f"!! PURE TWINS, measuring anyway (--allow-pure): {message}", file=sys.stderr)
+    return found
+
+
+def prepare(
+    target: proxies.Target, workdir: Path, args: argparse.Namespace, *, backend: str = "python"
+) -> Path:
+    """Open sessions through target (retrying while it becomes ready), check it, save the ids.
+    `backend` is the backend's kind: the nginx backend keeps no sessions (README.md)."""
     deadline = time.monotonic() + 15
     while True:
         try:
@@ -133,7 +198,7 @@ def prepare(target: proxies.Target, workdir: Path, args: argparse.Namespace) -> 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"cannot open sessions: {exc}") from None
             time.sleep(0.5)
-    check_target(target.url, sessions, events=args.events)
+    check_target(target.url, sessions, events=args.events, tracks_sessions=backend == "python")
     path = workdir / f"sessions-{target.name}.txt"
     path.write_text("\n".join(sessions) + "\n")
     return path
@@ -183,26 +248,29 @@ def measure(
     )
 
 
-def run(args: argparse.Namespace, workdir: Path) -> tuple[Results, list[str], dict[str, str]]:
+def run(args: argparse.Namespace, workdir: Path) -> tuple[Results, list[str], dict[str, str], bool]:
     paths = ensure_tools(install=not args.no_install)
     info = {**machine(), **versions(paths)}
+    info["backend"] = BACKENDS[args.backend] + (
+        "; Mcp-Session-Id only on initialize (--no-session-echo)"
+        if args.no_session_echo
+        else "; echoes Mcp-Session-Id on every answer of a session"
+    )
     schemes = [s for s in args.schemes.split(",") if s]
     load = {args.load_cpu}
     with Children() as children:
-        backend, port = proxies.start_backend(children, workdir, cpus=load)
+        backend, port = start_backend(children, workdir, args, paths)
         names = [t for t in args.targets.split(",") if t]
         targets, skipped = start_targets(children, workdir, paths, port, names, load)
+        pure = any(tw.pure for tw in check_twins(targets, info, args))
         sessions: dict[str, Path] = {}
         for t in list(targets):
             try:
-                sessions[t.name] = prepare(t, workdir, args)
+                sessions[t.name] = prepare(t, workdir, args, backend=args.backend)
             except (AssertionError, RuntimeError, OSError) as exc:
                 skipped.append(f"{t.name}: failed the routing check: {exc}")
                 print(f"!! {t.name} left out, failed the routing check: {exc}", file=sys.stderr)
                 targets.remove(t)
-        for t in targets:
-            if t.name == "gwfast" and t.proc is not None:
-                info["gwfast started"] = _started_line(t.proc.log)
         results = Results([t.name for t in targets])
         if args.warmup > 0:
             for t in targets:
@@ -225,14 +293,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[Results, list[str], di
                         f"non-2xx {s.non2xx} socket errors {s.socket_errors}{flag}",
                         flush=True,
                     )
-    return results, skipped, info
-
-
-def _started_line(log: Path) -> str:
-    """gwfast's own start-up line, which says whether the compiled twins loaded."""
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    found = [ln for ln in lines if "serving on" in ln or "native" in ln]
-    return found[-1].split(" gwfast: ", 1)[-1] if found else "?"
+    return results, skipped, info, pure
 
 
 def markdown(
@@ -241,10 +302,13 @@ def markdown(
     info: dict[str, str],
     args: argparse.Namespace,
     started: datetime.datetime,
+    *,
+    pure: bool = False,
 ) -> str:
     lines = [
-        f"# gwfast load run, {started:%Y-%m-%d %H:%M} UTC",
+        f"# gwfast load run, {started:%Y-%m-%d %H:%M} UTC" + (" — PURE TWINS" if pure else ""),
         "",
+        *([f"**{PURE_BANNER}** (`--allow-pure`).", ""] if pure else []),
         *(f"- {k}: {v}" for k, v in info.items()),
         f"- workload: {args.workload}, {args.sessions} sessions per target, "
         f"{args.connections} connections, {args.duration:g} s × {args.rounds} rounds",
@@ -252,7 +316,7 @@ def markdown(
         + "; ".join(f"{k}: {v}" for k, v in SCHEMES.items()),
         *(f"- left out: {s}" for s in skipped),
         "",
-        "## Medians over rounds",
+        "## Medians over rounds" + (" — PURE TWINS" if pure else ""),
         "",
         results.summary(),
         "",
@@ -267,15 +331,25 @@ def markdown(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.datetime.now(datetime.UTC)
-    got = in_workdir("gwfast-load-", args.keep, lambda workdir: run(args, workdir))
+    try:
+        got = in_workdir("gwfast-load-", args.keep, lambda workdir: run(args, workdir))
+    except Refused as exc:
+        print(f"!! {exc}", file=sys.stderr)
+        return 2
     if got is None:
         return 130
-    results, skipped, info = got
-    text = markdown(results, skipped, info, args, started)
+    results, skipped, info, pure = got
+    text = markdown(results, skipped, info, args, started, pure=pure)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{started:%Y-%m-%d-%H%M%S}.md"
     out.write_text(text)
     print()
+    if pure:
+        print(f"!! {PURE_BANNER}")
+    print(f"backend: {info['backend']}")
+    for key, value in info.items():
+        if key.startswith("twins, "):
+            print(f"{key}: {value}")
     print(results.summary())
     print(f"\nwritten to {out}; paste the table and its header lines into bench/RESULTS.md")
     if results.errors():
