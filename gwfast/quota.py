@@ -45,8 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgspec
 
 from gwfast import wire
-from gwfast.config import ConfigError, Duration
-from gwfast.wire import parse_duration
+from gwfast.config import Duration, _convert, _fail, _Strict
 
 log = logging.getLogger("gwfast.quota")
 
@@ -274,10 +273,6 @@ class RedisQuotas:
 # ----------------------------------------------------------------------------- settings
 
 
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
-
-
 class QuotaSettings(_Strict):
     """``quota: {requests: 1000, period: 1h}``: `requests` per `period`, a burst of up to
     `requests` admitted at once (GCRA). Both required."""
@@ -329,26 +324,6 @@ class QuotaConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 def _wire_quota(q: QuotaSettings) -> wire.Quota:
     return wire.Quota(requests=q.requests, period=float(q.period))
-
-
-def _dec_hook(tp: type, obj: Any) -> Any:
-    if tp is Duration:
-        return Duration(parse_duration(obj))
-    raise NotImplementedError(tp)
-
-
-def _convert(obj: Any, tp: type, path: str) -> Any:
-    try:
-        return msgspec.convert(obj, tp, dec_hook=_dec_hook)
-    except msgspec.ValidationError as e:  # the same messages as gwfast.config
-        msg = str(e)
-        if "- at `$" in msg:
-            raise ConfigError(msg.replace("`$", f"`{path}", 1)) from None
-        raise ConfigError(f"{msg} - at `{path}`") from None
-
-
-def _fail(path: str, why: str) -> None:
-    raise ConfigError(f"{why} - at `{path}`")
 
 
 def parse_quota(obj: Any, path: str) -> QuotaSettings:

@@ -21,14 +21,11 @@ What is refused at start, and why:
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-import msgspec
-
-from gwfast.config import ConfigError, Duration
-from gwfast.wire import parse_duration
+from gwfast.config import Duration, _convert, _fail, _Strict
+from gwfast.policy import is_loopback
 
 # Asymmetric JWS algorithms (RFC 7518 §3.1, RFC 8037 for EdDSA) that pyjwt verifies.
 SUPPORTED_ALGORITHMS = (
@@ -44,16 +41,6 @@ SUPPORTED_ALGORITHMS = (
     "EdDSA",
 )
 MAX_CLOCK_SKEW = 300.0  # "small skew": more would accept tokens long after they expired
-
-
-def _dec_hook(tp: type, obj: Any) -> Any:
-    if tp is Duration:
-        return Duration(parse_duration(obj))
-    raise NotImplementedError(tp)
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    pass
 
 
 class OidcSettings(_Strict):
@@ -77,20 +64,6 @@ class AuthSettings(_Strict):
     oidc: tuple[OidcSettings, ...] = ()
     api_keys_file: str | None = None  # YAML of key hashes (gwfast.auth.apikeys); relative
     # paths are relative to the configuration file
-
-
-def _fail(path: str, why: str) -> None:
-    raise ConfigError(f"{why} - at `{path}`")
-
-
-def is_loopback(host: str) -> bool:
-    """`localhost` or a loopback address (127.0.0.0/8, ::1)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_https_url(url: str, what: str) -> str | None:
@@ -164,13 +137,7 @@ def parse_auth(data: Any, path: str = "$.auth") -> AuthSettings:
     """The checked `auth` section; ConfigError naming the key (``$.auth.oidc[0].issuer``)."""
     if not isinstance(data, dict):
         _fail(path, "auth must be a mapping (dev_mode, oidc, api_keys_file)")
-    try:
-        auth = msgspec.convert(data, AuthSettings, dec_hook=_dec_hook)
-    except msgspec.ValidationError as e:
-        msg = str(e)
-        if "- at `$" in msg:
-            raise ConfigError(msg.replace("`$", f"`{path}", 1)) from None
-        raise ConfigError(f"{msg} - at `{path}`") from None
+    auth: AuthSettings = _convert(data, AuthSettings, path)
     seen: dict[str, int] = {}
     for i, o in enumerate(auth.oidc):
         _check_oidc(o, f"{path}.oidc[{i}]")
