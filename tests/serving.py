@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gwfast._testbase.procs import Proc, free_port, wait_port
+from gwfast._testbase.procs import Proc, free_ports, wait_port
 
 MCP_GATEWAY = str(Path(sys.executable).parent / "mcp-gateway")
 
@@ -60,9 +60,7 @@ class Serve:
         self.data_dir = data_dir
         self.command = command
         self.workers = workers
-        self.port = free_port()
-        self.control_port = free_port()
-        self.admin_port = free_port()
+        self.port, self.control_port, self.admin_port = free_ports(3)
         self.log = log or data_dir.parent / f"{data_dir.name}-{command}.log"
         self.proc: Proc | None = None
 

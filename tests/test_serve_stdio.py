@@ -18,7 +18,7 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from serving import MCP_GATEWAY, http_status
 
-from gwfast._testbase.procs import free_port
+from gwfast._testbase.procs import free_ports
 
 
 def _data(result) -> object:
@@ -30,7 +30,7 @@ def _data(result) -> object:
 
 
 async def test_serve_over_stdio(tmp_path: Path) -> None:
-    port, control_port = free_port(), free_port()
+    port, control_port, admin_port = free_ports(3)
     params = StdioServerParameters(
         command=MCP_GATEWAY,
         args=[
@@ -42,7 +42,7 @@ async def test_serve_over_stdio(tmp_path: Path) -> None:
             "--control-listen",
             f"127.0.0.1:{control_port}",
             "--admin-listen",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{admin_port}",
         ],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -113,7 +113,7 @@ def test_serve_without_a_client_ignores_stdin(tmp_path: Path) -> None:
     not stop at once because stdin is at its end."""
     import subprocess
 
-    control_port = free_port()
+    control_port, port = free_ports(2)
     proc = subprocess.Popen(
         [
             MCP_GATEWAY,
@@ -121,7 +121,7 @@ def test_serve_without_a_client_ignores_stdin(tmp_path: Path) -> None:
             "--data-dir",
             str(tmp_path / "d"),
             "--listen",
-            f"127.0.0.1:{free_port()}",
+            f"127.0.0.1:{port}",
             "--control-listen",
             f"127.0.0.1:{control_port}",
             "--admin-listen",

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from gwfast._testbase.procs import Proc, free_port, python_argv, wait_port
+from gwfast._testbase.procs import Proc, free_ports, python_argv, wait_port
 
 
 class Gateway:
@@ -30,12 +30,12 @@ class Gateway:
         name: str = "gateway",
         args: Sequence[str] = (),
     ) -> None:
-        self.port = free_port()
+        self.port, admin_port = free_ports(2)
         cfg = dict(config)
         cfg.setdefault("listen", f"127.0.0.1:{self.port}")
         # the admin listener (/metrics) on a free port too: never the default 9090, which
         # gateways started side by side would fight over
-        cfg.setdefault("admin_listen", f"127.0.0.1:{free_port()}")
+        cfg.setdefault("admin_listen", f"127.0.0.1:{admin_port}")
         admin = cfg["admin_listen"]
         self.admin_port: int | None = int(admin.rpartition(":")[2]) if admin else None
         cfg.setdefault("session_keys", [base64.b64encode(secrets.token_bytes(32)).decode()])
