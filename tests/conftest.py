@@ -8,12 +8,13 @@ started is stopped when the module ends, and its logs are printed when a test fa
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+from control_app import App, control_app
 
 from gwfast._testbase.backend import BackendFactory, wait_http_ok
 from gwfast._testbase.gateway import Gateway, pure_env
@@ -136,6 +137,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------------------- control API
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    """The control API (REST and /adapters) over a real store and local orchestrator, served
+    by granian on a free port (tests/control_app.py)."""
+    async with control_app(tmp_path) as a:
+        yield a
 
 
 # ----------------------------------------------------------------------------- failure logs

@@ -83,3 +83,16 @@ async def control_app(data_dir: Path) -> AsyncIterator[App]:
             httpx2.AsyncClient(base_url=base, timeout=30, headers=JSON) as http,
         ):
             yield App(http, st.control, st.publisher, st.reconciler, base)
+
+
+def error_of(r: Any, status: int, field: str | None = None, words: str = "") -> dict:
+    """The API's JSON error of response `r`: its status, the field it names, and `words` in
+    its message (case-insensitive)."""
+    assert r.status_code == status, (r.status_code, r.text)
+    assert r.headers["content-type"] == "application/json"
+    err = r.json()["error"]
+    assert err["status"] == status and err["message"]
+    if field is not None:
+        assert err.get("field", "") == field, err
+    assert words.lower() in err["message"].lower(), err
+    return err

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from control_app import App, control_app, quick_command
+from control_app import App, quick_command
+from control_app import error_of as _error
 
 from gwfast._testbase.backend import Backend, BackendFactory
 
@@ -54,22 +53,6 @@ STATUS_KEYS = {
 def mcp_backend(backend_factory: BackendFactory) -> Backend:
     [backend] = backend_factory.start(1, prefix="adapter")
     return backend
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    async with control_app(tmp_path) as a:
-        yield a
-
-
-def _error(r: Any, status: int, field: str | None = None, words: str = "") -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    err = r.json()["error"]
-    assert err["status"] == status
-    if field is not None:
-        assert err.get("field", "") == field, err
-    assert words.lower() in err["message"].lower(), err
-    return err
 
 
 async def _status_until(app: App, name: str, ready: int, timeout: float = 20.0) -> dict:

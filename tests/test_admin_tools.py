@@ -337,11 +337,9 @@ async def test_stdio_with_the_sdk_client(tmp_path: Path) -> None:
     assert "Traceback" not in err, err
 
 
-def test_stdio_writes_only_mcp_and_exits_when_stdin_closes(tmp_path: Path) -> None:
-    """Raw JSON-RPC lines: every stdout line is a JSON-RPC message (the stray print went
-    to stderr), and the process exits 0 soon after its stdin closes."""
-    params = _stdio_params(tmp_path / "d")
-    proc = subprocess.Popen(
+def _spawn(params) -> subprocess.Popen:
+    """The stdio server process with raw pipes, for tests that speak the wire themselves."""
+    return subprocess.Popen(
         [params.command, *params.args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -349,6 +347,13 @@ def test_stdio_writes_only_mcp_and_exits_when_stdin_closes(tmp_path: Path) -> No
         env=params.env,
         cwd=params.cwd,
     )
+
+
+def test_stdio_writes_only_mcp_and_exits_when_stdin_closes(tmp_path: Path) -> None:
+    """Raw JSON-RPC lines: every stdout line is a JSON-RPC message (the stray print went
+    to stderr), and the process exits 0 soon after its stdin closes."""
+    params = _stdio_params(tmp_path / "d")
+    proc = _spawn(params)
     assert proc.stdin and proc.stdout
 
     def send(msg: dict) -> None:
@@ -409,14 +414,7 @@ def test_stdio_writes_only_mcp_and_exits_when_stdin_closes(tmp_path: Path) -> No
 def test_stdio_cancelled_while_stdin_is_open_stops_at_once(tmp_path: Path) -> None:
     """SIGTERM cancels the stdio task: it must not wait for the client to write or close."""
     params = _stdio_params(tmp_path / "d", "1.0")
-    proc = subprocess.Popen(
-        [params.command, *params.args],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=params.env,
-        cwd=params.cwd,
-    )
+    proc = _spawn(params)
     assert proc.stdin and proc.stdout and proc.stderr
     try:
         proc.wait(timeout=15)  # stdin stays open all along (the output is small)

@@ -13,12 +13,12 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-from control_app import App, control_app, quick_command
+from control_app import App, quick_command
+from control_app import error_of as _error
 from openapi_spec_validator import validate
 
 from control import openapi
@@ -34,23 +34,6 @@ TRAVERSAL = "..%2F..%2Fetc"
 def mcp_backend(backend_factory: BackendFactory) -> Backend:
     [backend] = backend_factory.start(1, prefix="api")
     return backend
-
-
-@pytest.fixture
-async def app(tmp_path: Path) -> AsyncIterator[App]:
-    async with control_app(tmp_path) as a:
-        yield a
-
-
-def _error(r: Any, status: int, field: str | None = None, words: str = "") -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"] == "application/json"
-    err = r.json()["error"]
-    assert err["status"] == status and err["message"]
-    if field is not None:
-        assert err.get("field", "") == field, err
-    assert words.lower() in err["message"].lower(), err
-    return err
 
 
 async def _state(app: App) -> tuple[Any, Any, int]:
